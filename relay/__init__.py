@@ -1,0 +1,1 @@
+"""Market-data relay daemon: venue feeds normalized into NATS JetStream."""

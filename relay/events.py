@@ -1,0 +1,140 @@
+"""Normalized market events: what every venue codec produces and the relay publishes.
+
+Each event is a msgspec Struct with a ``type`` tag; the JSON body of a published message is
+exactly the event encoded by :mod:`relay.wire`. Prices and sizes are :class:`~decimal.Decimal`
+built from the venue's own text, so the JSON strings equal what the venue sent. Timestamps are
+integer nanoseconds since the Unix epoch: ``ts_venue`` as stamped by the venue (``None`` when
+the venue sends none) and ``ts_recv`` when the relay read the frame.
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+
+class DataType(enum.StrEnum):
+    """The kinds of data a subscription can ask for; each is a subject suffix."""
+
+    TRADE = "trade"
+    TICKER = "ticker"
+    L2_ORDERBOOK = "l2_orderbook"
+    FUNDING_RATE = "funding_rate"
+    LIQUIDATION = "liquidation"
+
+
+Side = Literal["buy", "sell"]
+Level = tuple[Decimal, Decimal]
+"""One book level: (price, size). Size zero in a delta removes the level."""
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every event carries."""
+
+    venue: str
+    symbol: str
+    """Canonical symbol: ``BTC-USDT``, ``BTC-USDT-PERP``, ``BTC-USD-261225``."""
+    native_symbol: str
+    ts_venue: int | None
+    ts_recv: int
+
+
+class Trade(Event, frozen=True, kw_only=True, tag="trade"):
+    trade_id: str
+    price: Decimal
+    size: Decimal
+    side: Side
+    """The taker (aggressor) side."""
+
+
+class Ticker(Event, frozen=True, kw_only=True, tag="ticker"):
+    bid_price: Decimal | None
+    bid_size: Decimal | None
+    ask_price: Decimal | None
+    ask_size: Decimal | None
+    last_price: Decimal | None = None
+    sequence: int | None = None
+    """The venue's update id for this quote, where it sends one."""
+
+
+class BookSnapshot(Event, frozen=True, kw_only=True, tag="l2_snapshot"):
+    """The full known book; consumers replace their copy with it."""
+
+    sequence: int
+    """The venue update id the snapshot is current at (Binance ``lastUpdateId``)."""
+    bids: list[Level]
+    asks: list[Level]
+
+
+class BookDelta(Event, frozen=True, kw_only=True, tag="l2_delta"):
+    """Absolute sizes for the levels that changed; size ``0`` deletes the level.
+
+    ``first_sequence``..``sequence`` is the venue's update-id range in this delta and
+    ``prev_sequence`` the ``sequence`` of the message it follows on this book, so a
+    consumer can verify the chain exactly as the relay did.
+    """
+
+    first_sequence: int | None
+    sequence: int
+    prev_sequence: int | None
+    bids: list[Level]
+    asks: list[Level]
+
+
+class FundingRate(Event, frozen=True, kw_only=True, tag="funding_rate"):
+    rate: Decimal
+    next_funding_ts: int | None = None
+    mark_price: Decimal | None = None
+    index_price: Decimal | None = None
+
+
+class Liquidation(Event, frozen=True, kw_only=True, tag="liquidation"):
+    side: Side
+    """The side of the liquidated position (``buy`` = a long was liquidated)."""
+    price: Decimal
+    size: Decimal
+    liquidation_id: str | None = None
+
+
+class VenueStatus(Event, frozen=True, kw_only=True, tag="status"):
+    """Something the relay noticed about a venue or one of its books.
+
+    ``kind`` is one of :data:`STATUS_KINDS`. ``symbol`` is empty when the status is about
+    the whole connection.
+    """
+
+    kind: str
+    detail: str = ""
+
+
+STATUS_KINDS = frozenset(
+    {
+        "connected",
+        "disconnected",
+        "book_gap",  # sequence chain broke; a resync follows
+        "book_resync",  # a fresh snapshot was requested for one symbol
+        "book_synced",  # snapshot applied, deltas flowing
+        "checksum_mismatch",
+        "server_shutdown",  # the venue announced it will close the connection
+        "parse_error",
+        "venue_error",  # the venue answered a request with an error
+        "unknown_symbol",
+        "stale",
+    }
+)
+
+MarketEvent = Trade | Ticker | BookSnapshot | BookDelta | FundingRate | Liquidation | VenueStatus
+
+DATA_TYPE_OF: dict[type[Event], DataType | None] = {
+    Trade: DataType.TRADE,
+    Ticker: DataType.TICKER,
+    BookSnapshot: DataType.L2_ORDERBOOK,
+    BookDelta: DataType.L2_ORDERBOOK,
+    FundingRate: DataType.FUNDING_RATE,
+    Liquidation: DataType.LIQUIDATION,
+    VenueStatus: None,
+}
+"""The subject type each event is published under; ``None`` means the venue status subject."""

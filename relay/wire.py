@@ -1,0 +1,119 @@
+"""The wire contract with consumers: subjects, message ids and JSON bodies.
+
+Subjects are ``market.<venue>.<symbol token>.<type>``, and ``market.<venue>._status`` for
+:class:`~relay.events.VenueStatus`. The symbol token is the canonical symbol with ``A-Z``
+lowered and every other byte outside ``[0-9A-Z-]`` written as ``_`` plus two lowercase hex
+digits of its UTF-8 encoding (``/`` → ``_2f``, ``_`` → ``_5f``, ``k`` → ``_6b``), so it is
+always ``[a-z0-9_-]`` and :func:`symbol_from_token` recovers the symbol exactly.
+
+Every message carries a ``Nats-Msg-Id`` made from venue identifiers only (never a clock or
+a counter of ours), so the same venue event published twice, by a retry, a reconnect
+overlap or a second relay, is stored once by JetStream.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import msgspec
+
+from relay.events import (
+    DATA_TYPE_OF,
+    BookDelta,
+    BookSnapshot,
+    FundingRate,
+    Liquidation,
+    MarketEvent,
+    Ticker,
+    Trade,
+    VenueStatus,
+)
+
+_PLAIN = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-")
+_ESCAPED = re.compile(r"_([0-9a-f]{2})")
+
+
+def symbol_token(symbol: str) -> str:
+    """The subject token for a canonical symbol (see the module docstring)."""
+    if all(c in _PLAIN for c in symbol):
+        return symbol.lower()
+    out = []
+    for c in symbol:
+        if c in _PLAIN:
+            out.append(c.lower())
+        else:
+            out.extend(f"_{b:02x}" for b in c.encode())
+    return "".join(out)
+
+
+def symbol_from_token(token: str) -> str:
+    """Invert :func:`symbol_token`."""
+    raw = bytearray()
+    i = 0
+    while i < len(token):
+        m = _ESCAPED.match(token, i)
+        if m:
+            raw.append(int(m.group(1), 16))
+            i = m.end()
+        else:
+            raw.extend(token[i].upper().encode())
+            i += 1
+    return raw.decode()
+
+
+def subject(event: MarketEvent) -> str:
+    data_type = DATA_TYPE_OF[type(event)]
+    if data_type is None:
+        return f"market.{event.venue}._status"
+    return f"market.{event.venue}.{symbol_token(event.symbol)}.{data_type}"
+
+
+def msg_id(event: MarketEvent) -> str:
+    """The deterministic ``Nats-Msg-Id`` of an event."""
+    head = f"{event.venue}:{event.symbol}"
+    match event:
+        case Trade():
+            return f"{head}:trade:{event.trade_id}"
+        case BookDelta():
+            return f"{head}:l2d:{event.sequence}"
+        case BookSnapshot():
+            return f"{head}:l2s:{event.sequence}"
+        case Ticker():
+            key = event.sequence if event.sequence is not None else event.ts_venue
+            return f"{head}:ticker:{key if key is not None else _body_key(event)}"
+        case FundingRate():
+            return f"{head}:funding:{event.ts_venue}:{event.rate}"
+        case Liquidation():
+            key = event.liquidation_id or f"{event.ts_venue}:{event.side}:{event.price}:{event.size}"
+            return f"{head}:liq:{key}"
+        case VenueStatus():
+            return f"{head}:status:{event.kind}:{event.ts_recv}"
+    raise TypeError(f"not a market event: {event!r}")
+
+
+def _body_key(event: Ticker) -> str:
+    # A quote with neither id nor venue time: its content is the only venue-derived identity.
+    return f"{event.bid_price}/{event.bid_size}/{event.ask_price}/{event.ask_size}"
+
+
+_encoder = msgspec.json.Encoder(decimal_format="string")
+
+
+def encode(event: MarketEvent) -> bytes:
+    """The JSON body: the event's fields, decimals as the venue's strings."""
+    return _encoder.encode(event)
+
+
+class OutMessage(NamedTuple):
+    """One message on its way to JetStream."""
+
+    subject: str
+    msg_id: str
+    payload: bytes
+    recv_ns: int
+    """When the frame it came from was read; for frame → PubAck latency."""
+
+
+def to_message(event: MarketEvent) -> OutMessage:
+    return OutMessage(subject(event), msg_id(event), encode(event), event.ts_recv)
