@@ -1,0 +1,92 @@
+"""Prometheus metrics of one relay process.
+
+Each :class:`Metrics` owns its registry, so two relays in one process (tests) never share
+counts. Names are ``relay_*`` with their unit; every drop, gap, resync, reconnect and
+checksum failure has a counter here.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.frames_received = Counter(
+            "relay_frames_received", "WebSocket frames read from venues", ["venue"], registry=r
+        )
+        self.events = Counter(
+            "relay_events", "Normalized events produced by codecs", ["venue", "type"], registry=r
+        )
+        self.parse_errors = Counter(
+            "relay_parse_errors", "Frames a codec could not decode", ["venue"], registry=r
+        )
+        self.reconnects = Counter(
+            "relay_reconnects", "Venue connections re-opened", ["venue"], registry=r
+        )
+        self.circuit_state = Gauge(
+            "relay_circuit_state",
+            "Venue circuit breaker: 0 closed, 1 half-open, 2 open",
+            ["venue"],
+            registry=r,
+        )
+        self.book_gaps = Counter(
+            "relay_book_gaps", "Book sequence gaps detected", ["venue"], registry=r
+        )
+        self.book_resyncs = Counter(
+            "relay_book_resyncs", "Book resyncs started (fresh snapshot)", ["venue"], registry=r
+        )
+        self.checksum_failures = Counter(
+            "relay_checksum_failures", "Book checksum mismatches", ["venue"], registry=r
+        )
+        self.snapshot_requests = Counter(
+            "relay_snapshot_requests",
+            "REST snapshot requests by outcome",
+            ["venue", "outcome"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "relay_dropped_messages",
+            "Messages dropped before storage, by data type and reason",
+            ["type", "reason"],
+            registry=r,
+        )
+        self.published = Counter(
+            "relay_published_messages",
+            "Messages JetStream acknowledged as newly stored",
+            ["venue"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "relay_published_duplicates",
+            "Messages JetStream acknowledged as duplicates (already stored)",
+            ["venue"],
+            registry=r,
+        )
+        self.publish_retries = Counter(
+            "relay_publish_retries", "Publishes retried after an ack timeout or error", registry=r
+        )
+        self.publish_errors = Counter(
+            "relay_publish_errors", "Negative or failed PubAcks, by reason", ["reason"], registry=r
+        )
+        self.puback_latency = Histogram(
+            "relay_puback_latency_seconds",
+            "Frame received to PubAck",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.publish_in_flight = Gauge(
+            "relay_publish_in_flight", "Messages published and awaiting a PubAck", registry=r
+        )
+        self.channel_depth = Gauge(
+            "relay_channel_depth", "Items waiting in a bounded channel", ["channel"], registry=r
+        )
+        self.nats_connected = Gauge(
+            "relay_nats_connected", "1 while connected to NATS", registry=r
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
