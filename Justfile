@@ -1,0 +1,33 @@
+# Recipes run inside the project's virtualenv; call them through ./dev (it sets that up).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+config := "config/relay.toml"
+
+# Run the relay; starts a local JetStream nats-server first if none answers at the config's URL.
+run cfg=config:
+    python -m relay.natsd --config {{cfg}} --store data/nats
+    relay run -c {{cfg}}
+
+# Lint, then the whole test suite (a real nats-server and loopback WebSocket servers).
+test *args:
+    ruff check .
+    ruff format --check .
+    pytest {{args}}
+
+# Validate a config and print the resolved plan.
+check cfg=config:
+    relay check -c {{cfg}}
+
+# Everything offline: nats-server, a replay venue, the relay, and a few published messages.
+demo:
+    python examples/demo.py
+
+# Replay venue at full speed into the relay and a real nats-server; prints the figures.
+bench *args:
+    python bench/bench.py {{args}}
+
+# Format the code.
+fmt:
+    ruff format .
+    ruff check --fix .

@@ -1,0 +1,134 @@
+"""The nursery tree: who starts, supervises and cancels whom.
+
+::
+
+    root nursery
+    ├── HTTP sidecar (Hypercorn + Quart-Trio)          cancelled last
+    └── pipeline nursery
+        ├── publisher (nats-py on its own asyncio thread)   ← messages channel
+        ├── normalizer                                      ← venue events channel
+        └── venues nursery                                  cancelled first on shutdown
+            ├── venue supervisor "binance"  (one loop per connection)
+            └── venue supervisor ...
+
+Data flows down the channels from the venue supervisors to the publisher. Shutdown runs
+the other way: the venues nursery is cancelled, which closes the venue ends of the events
+channel; the normalizer drains it and closes the messages channel; the publisher publishes
+what is left, waits for PubAcks up to the shutdown timeout and returns; then the sidecar is
+cancelled.
+"""
+
+from __future__ import annotations
+
+import httpx
+import structlog
+import trio
+
+import adapters
+from relay.config import (
+    Config,
+    nats_connect_options,
+    venue_endpoints,
+    venue_subscriptions,
+)
+from relay.events import MarketEvent
+from relay.health import RelayHealth, VenueHealth
+from relay.metrics import Metrics
+from relay.normalizer import Normalizer
+from relay.publisher import Publisher
+from relay.sidecar import serve_sidecar
+from relay.streams import consumer_configs, stream_configs
+from relay.venue import VenueSupervisor
+from relay.wire import OutMessage
+
+log = structlog.get_logger(__name__)
+
+
+class Relay:
+    """One relay process's pipeline, built from a validated config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.health = RelayHealth()
+        nats = config.nats
+        self.publisher = Publisher(
+            nats_connect_options(nats),
+            stream_configs(nats.streams),
+            consumer_configs(nats.consumers),
+            window=nats.publish_window,
+            ack_timeout=nats.ack_timeout_ms / 1000,
+            retry_schedule=[ms / 1000 for ms in nats.retry_schedule_ms],
+            metrics=self.metrics,
+            shutdown_timeout=config.service.shutdown_timeout_ms / 1000,
+        )
+        self.health.publisher = self.publisher
+
+    async def run(
+        self,
+        stop: trio.Event,
+        *,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until ``stop`` is set, then shut down gracefully and return.
+
+        ``task_status.started`` gets the sidecar's URLs once streams are provisioned and
+        the venues are starting.
+        """
+        pipeline_cfg = self.config.pipeline
+        events_in, events_out = trio.open_memory_channel[list[MarketEvent]](
+            pipeline_cfg.venue_channel_capacity
+        )
+        messages_in, messages_out = trio.open_memory_channel[list[OutMessage]](
+            pipeline_cfg.publish_channel_capacity
+        )
+        http_cfg = self.config.http
+        async with httpx.AsyncClient() as http, trio.open_nursery() as root:
+            urls = await root.start(
+                serve_sidecar, self.health, self.metrics, http_cfg.bind, http_cfg.port
+            )
+            log.info("sidecar listening", urls=urls)
+            async with trio.open_nursery() as pipeline:
+                await pipeline.start(self.publisher.run, messages_out)
+                log.info("streams provisioned; publishing")
+                pipeline.start_soon(
+                    Normalizer(self.metrics, pipeline_cfg.batch_max).run, events_out, messages_in
+                )
+                venues = await pipeline.start(self._run_venues, events_in, http)
+                task_status.started(urls)
+                await stop.wait()
+                log.info("shutting down: stopping venues, draining the pipeline")
+                self.health.shutting_down = True
+                venues.cancel()
+            log.info("pipeline drained")
+            root.cancel_scope.cancel()
+
+    async def _run_venues(
+        self,
+        events: trio.MemorySendChannel[list[MarketEvent]],
+        http: httpx.AsyncClient,
+        *,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with events, trio.open_nursery() as nursery:
+            task_status.started(nursery.cancel_scope)
+            for venue in self.config.venues:
+                if not venue.enabled:
+                    continue
+                adapter = adapters.load(venue.adapter)
+                codecs = adapter.make_codecs(
+                    venue.id, venue_subscriptions(venue), venue_endpoints(venue)
+                )
+                health = VenueHealth(venue.id, venue.adapter)
+                self.health.venues[venue.id] = health
+                supervisor = VenueSupervisor(
+                    venue.id,
+                    codecs,
+                    events=events.clone(),
+                    http=http,
+                    metrics=self.metrics,
+                    health=health,
+                    backoff=venue.backoff,
+                    breaker=venue.circuit_breaker,
+                )
+                nursery.start_soon(supervisor.run, name=f"venue:{venue.id}")

@@ -1,0 +1,95 @@
+"""The normalizer: the one task between every venue and the publisher.
+
+It turns batches of events from the venue supervisors into batches of
+:class:`~relay.wire.OutMessage` (subject, deterministic message id, JSON body), counts what it
+sees in Prometheus, and hands the batches to the publisher. Both of its channels are bounded:
+when the publisher falls behind, the normalizer waits, and the venue readers wait on it, so
+nothing is dropped here.
+
+Status events are counted by kind (gaps, resyncs, checksum failures, parse errors) and
+published on ``market.<venue>._status``, except parse errors, which are only counted and
+sampled into the log: a venue sending garbage must not flood the status stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import structlog
+import trio
+
+from relay.events import MarketEvent, VenueStatus
+from relay.metrics import Metrics
+from relay.wire import OutMessage, to_message
+
+log = structlog.get_logger(__name__)
+
+PARSE_ERROR_LOG_INTERVAL_NS = 10 * 1_000_000_000
+
+
+class Normalizer:
+    def __init__(self, metrics: Metrics, batch_max: int) -> None:
+        self._metrics = metrics
+        self._batch_max = batch_max
+        self._last_parse_error_log: dict[str, int] = {}
+        self._status_counters = {
+            "parse_error": metrics.parse_errors,
+            "book_gap": metrics.book_gaps,
+            "book_resync": metrics.book_resyncs,
+            "checksum_mismatch": metrics.checksum_failures,
+        }
+
+    async def run(
+        self,
+        events: trio.MemoryReceiveChannel[list[MarketEvent]],
+        out: trio.MemorySendChannel[list[OutMessage]],
+    ) -> None:
+        """Run until every venue has closed its end of ``events``, then close ``out``."""
+        depth = self._metrics.channel_depth.labels("venue_events")
+        async with events, out:
+            async for first in events:
+                batch = first
+                # Take whatever else is already waiting so the publisher gets big batches.
+                while len(batch) < self._batch_max:
+                    try:
+                        batch += events.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                depth.set(events.statistics().current_buffer_used)
+                messages = self.encode(batch)
+                if messages:
+                    await out.send(messages)
+
+    def encode(self, batch: list[MarketEvent]) -> list[OutMessage]:
+        counts: Counter[tuple[str, str]] = Counter()
+        messages = []
+        for event in batch:
+            if type(event) is VenueStatus and not self._status(event):
+                continue
+            counts[event.venue, event.__struct_config__.tag] += 1  # type: ignore[index]
+            messages.append(to_message(event))
+        for (venue, kind), n in counts.items():
+            self._metrics.events.labels(venue, kind).inc(n)
+        return messages
+
+    def _status(self, status: VenueStatus) -> bool:
+        """Count a status event; return whether it is published."""
+        counter = self._status_counters.get(status.kind)
+        if counter is not None:
+            counter.labels(status.venue).inc()
+        if status.kind != "parse_error":
+            if status.kind != "connected":
+                log.info(
+                    "venue status",
+                    venue=status.venue,
+                    symbol=status.symbol,
+                    kind=status.kind,
+                    detail=status.detail,
+                )
+            return True
+        now = time.monotonic_ns()
+        if now - self._last_parse_error_log.get(status.venue, 0) >= PARSE_ERROR_LOG_INTERVAL_NS:
+            self._last_parse_error_log[status.venue] = now
+            log.warning("unparseable frame (sampled)", venue=status.venue, detail=status.detail)
+        return False
