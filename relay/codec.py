@@ -136,9 +136,7 @@ class Adapter:
     name: str
     data_types: frozenset[DataType]
     default_endpoints: Endpoints
-    make_codecs: Callable[[str, Sequence[Subscription], Endpoints], list[Codec]] = field(
-        repr=False
-    )
+    make_codecs: Callable[[str, Sequence[Subscription], Endpoints], list[Codec]] = field(repr=False)
     """``(venue id, subscriptions, endpoints) -> codecs``, one per connection needed."""
     canonical_symbol: Callable[[str], str | None] = field(repr=False)
     """Native symbol to canonical, or ``None`` when the adapter cannot tell."""

@@ -84,9 +84,7 @@ class Metrics:
         self.channel_depth = Gauge(
             "relay_channel_depth", "Items waiting in a bounded channel", ["channel"], registry=r
         )
-        self.nats_connected = Gauge(
-            "relay_nats_connected", "1 while connected to NATS", registry=r
-        )
+        self.nats_connected = Gauge("relay_nats_connected", "1 while connected to NATS", registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -85,7 +85,9 @@ def msg_id(event: MarketEvent) -> str:
         case FundingRate():
             return f"{head}:funding:{event.ts_venue}:{event.rate}"
         case Liquidation():
-            key = event.liquidation_id or f"{event.ts_venue}:{event.side}:{event.price}:{event.size}"
+            key = (
+                event.liquidation_id or f"{event.ts_venue}:{event.side}:{event.price}:{event.size}"
+            )
             return f"{head}:liq:{key}"
         case VenueStatus():
             return f"{head}:status:{event.kind}:{event.ts_recv}"
