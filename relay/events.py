@@ -1,16 +1,18 @@
 """Normalized market events: what every venue codec produces and the relay publishes.
 
 Each event is a msgspec Struct with a ``type`` tag; the JSON body of a published message is
-exactly the event encoded by :mod:`relay.wire`. Prices and sizes are :class:`~decimal.Decimal`
-built from the venue's own text, so the JSON strings equal what the venue sent. Timestamps are
-integer nanoseconds since the Unix epoch: ``ts_venue`` as stamped by the venue (``None`` when
-the venue sends none) and ``ts_recv`` when the relay read the frame.
+exactly the event encoded by :mod:`relay.wire`. Prices and sizes are :data:`Num`: the exact
+decimal text the venue sent (``"0.00000000"``), checked by the codec to be a finite decimal
+number, so ``Decimal(x)`` gives the value and the JSON strings equal what the venue sent.
+(A ``Decimal`` field would not do: msgspec writes ``Decimal("0.00000000")`` as ``"0E-8"``.)
+Timestamps are integer nanoseconds since the Unix epoch: ``ts_venue`` as stamped by the venue
+(``None`` when the venue sends none) and ``ts_recv`` when the relay read the frame.
 """
 
 from __future__ import annotations
 
 import enum
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 import msgspec
@@ -27,7 +29,22 @@ class DataType(enum.StrEnum):
 
 
 Side = Literal["buy", "sell"]
-Level = tuple[Decimal, Decimal]
+Num = str
+"""An exact decimal number as the venue wrote it (plain notation, never a float)."""
+
+
+def check_num(text: str) -> str:
+    """Return ``text`` if it is a finite decimal number, else raise ``ValueError``."""
+    try:
+        ok = Decimal(text).is_finite()
+    except InvalidOperation:
+        ok = False
+    if not ok:
+        raise ValueError(f"not a finite decimal number: {text!r}")
+    return text
+
+
+Level = tuple[Num, Num]
 """One book level: (price, size). Size zero in a delta removes the level."""
 
 
@@ -44,18 +61,18 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 class Trade(Event, frozen=True, kw_only=True, tag="trade"):
     trade_id: str
-    price: Decimal
-    size: Decimal
+    price: Num
+    size: Num
     side: Side
     """The taker (aggressor) side."""
 
 
 class Ticker(Event, frozen=True, kw_only=True, tag="ticker"):
-    bid_price: Decimal | None
-    bid_size: Decimal | None
-    ask_price: Decimal | None
-    ask_size: Decimal | None
-    last_price: Decimal | None = None
+    bid_price: Num | None
+    bid_size: Num | None
+    ask_price: Num | None
+    ask_size: Num | None
+    last_price: Num | None = None
     sequence: int | None = None
     """The venue's update id for this quote, where it sends one."""
 
@@ -85,17 +102,17 @@ class BookDelta(Event, frozen=True, kw_only=True, tag="l2_delta"):
 
 
 class FundingRate(Event, frozen=True, kw_only=True, tag="funding_rate"):
-    rate: Decimal
+    rate: Num
     next_funding_ts: int | None = None
-    mark_price: Decimal | None = None
-    index_price: Decimal | None = None
+    mark_price: Num | None = None
+    index_price: Num | None = None
 
 
 class Liquidation(Event, frozen=True, kw_only=True, tag="liquidation"):
     side: Side
     """The side of the liquidated position (``buy`` = a long was liquidated)."""
-    price: Decimal
-    size: Decimal
+    price: Num
+    size: Num
     liquidation_id: str | None = None
 
 

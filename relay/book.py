@@ -1,0 +1,209 @@
+"""An L2 order book for one instrument: price levels with absolute sizes, best first.
+
+Every venue codec keeps one :class:`OrderBook` per subscribed book to validate what it
+publishes (a delta that leaves the book crossed means the book is corrupt). The book is
+pure data: no I/O, no clock, no sequence numbers (the codec owns the venue's sequencing).
+
+Layout, chosen for a stream of small updates against books of a few thousand levels:
+
+* each side keys its levels by a *sort key*: the price for bids, the negated price for
+  asks, so that on both sides the best level has the largest key;
+* a ``dict`` from key to the ``(price, size)`` level makes changing the size of an existing
+  level (the most frequent update) one dict store;
+* a sorted ``list`` of the same key objects, ascending, puts the **best level at the end**.
+  A new or removed level costs a ``bisect`` plus a list insert/delete, and since most of
+  them happen near the top of the book the memmove behind the list operation is short.
+  (Keeping asks ascending by price would put the best ask at index 0 and move the whole
+  list on every top-of-book change; measured about 3x slower at 5000 levels.)
+
+Prices are :class:`~decimal.Decimal`; prices equal in value (``1.10`` and ``1.1``) are the
+same level, and a level reads back as the ``(price, size)`` tuple of its latest update, so
+the strings a venue sent survive. Negation uses :meth:`~decimal.Decimal.copy_negate`, which
+is exact whatever the decimal context.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+
+Level = tuple[Decimal, Decimal]
+"""A level as the book holds it: (price, size) as decimals."""
+
+__all__ = ["BookSide", "Level", "OrderBook", "levels_valid", "parse_levels"]
+
+
+def parse_levels(levels: Iterable[tuple[str, str]]) -> list[Level]:
+    """Decimal levels from a venue's text levels; ``ValueError`` unless :func:`levels_valid`."""
+    try:
+        parsed = [(Decimal(price), Decimal(size)) for price, size in levels]
+    except InvalidOperation:
+        raise ValueError("a level is not a decimal number") from None
+    if not levels_valid(parsed):
+        raise ValueError("a level has a non-finite price or a non-finite or negative size")
+    return parsed
+
+
+def levels_valid(levels: Iterable[Level]) -> bool:
+    """Whether every level has a finite price and a finite, non-negative size.
+
+    The book assumes this and does not check it on its hot path: a ``NaN`` price cannot be
+    ordered and a negative size is meaningless, so codecs call this on decoded venue data
+    before applying it.
+    """
+    # An explicit loop with method calls: measured 3-4x faster than ``all()`` over a
+    # generator with ``size >= 0`` (``-0`` is signed but zero, hence ``and size``).
+    for price, size in levels:
+        if not price.is_finite() or not size.is_finite() or (size.is_signed() and size):
+            return False
+    return True
+
+
+class BookSide:
+    """One side of a book: bids (``ask=False``) or asks (``ask=True``)."""
+
+    __slots__ = ("_ask", "_keys", "_levels")
+
+    def __init__(self, *, ask: bool) -> None:
+        self._ask = ask
+        # Both the dict and the sorted list use the sort key (the price for bids, the negated
+        # price for asks), and they share the key objects: a Decimal caches its hash, and
+        # hashing a fresh one costs ~0.75 us, so best()/top() must not build new keys.
+        self._levels: dict[Decimal, Level] = {}
+        self._keys: list[Decimal] = []  # ascending: the best level is last
+
+    def _key(self, price: Decimal) -> Decimal:
+        return price.copy_negate() if self._ask else price
+
+    def __len__(self) -> int:
+        return len(self._levels)
+
+    def __contains__(self, price: Decimal) -> bool:
+        return self._key(price) in self._levels
+
+    def get(self, price: Decimal) -> Decimal | None:
+        """The size at ``price``, or ``None`` when there is no such level."""
+        level = self._levels.get(self._key(price))
+        return None if level is None else level[1]
+
+    def set(self, price: Decimal, size: Decimal) -> None:
+        """Set the absolute size at ``price``; a zero size removes the level."""
+        self.update(((price, size),))
+
+    def update(self, levels: Iterable[Level]) -> None:
+        """Apply absolute-size updates in order (size zero deletes)."""
+        book = self._levels
+        keys = self._keys
+        ask = self._ask
+        for level in levels:
+            price, size = level
+            key = price.copy_negate() if ask else price
+            if size:
+                if key not in book:
+                    insort(keys, key)
+                # Store the caller's tuple itself: no allocation, and the book reports the
+                # level exactly as the venue last sent it.
+                book[key] = level
+            elif key in book:
+                del book[key]
+                del keys[bisect_left(keys, key)]
+
+    def replace(self, levels: Iterable[Level]) -> None:
+        """Replace the whole side (snapshot); zero sizes are skipped, a repeated price keeps
+        its last level."""
+        book: dict[Decimal, Level] = {}
+        ask = self._ask
+        for level in levels:
+            price, size = level
+            key = price.copy_negate() if ask else price
+            if size:
+                book[key] = level
+            else:
+                book.pop(key, None)
+        self._levels = book
+        self._keys = sorted(book)
+
+    def clear(self) -> None:
+        self._levels = {}
+        self._keys = []
+
+    def best(self) -> Level | None:
+        """The best level (highest bid, lowest ask), or ``None`` when the side is empty."""
+        keys = self._keys
+        return self._levels[keys[-1]] if keys else None
+
+    def top(self, n: int) -> list[Level]:
+        """The best ``n`` levels, best first."""
+        if n <= 0:
+            return []
+        keys = self._keys
+        levels = self._levels
+        picked = keys[: -n - 1 : -1] if n < len(keys) else keys[::-1]
+        return [levels[k] for k in picked]
+
+    def levels(self) -> list[Level]:
+        """All levels, best first (bids descending, asks ascending by price)."""
+        return self.top(len(self._keys))
+
+
+class OrderBook:
+    """Bids and asks of one instrument.
+
+    ``bids`` and ``asks`` are the two :class:`BookSide` objects; the methods here are the
+    whole-book operations a codec needs.
+    """
+
+    __slots__ = ("asks", "bids")
+
+    def __init__(self) -> None:
+        self.bids = BookSide(ask=False)
+        self.asks = BookSide(ask=True)
+
+    def __len__(self) -> int:
+        """Number of levels on both sides."""
+        return len(self.bids) + len(self.asks)
+
+    def apply_snapshot(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        """Replace the book with a snapshot."""
+        self.bids.replace(bids)
+        self.asks.replace(asks)
+
+    def apply_delta(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        """Apply absolute-size updates to both sides (size zero deletes the level)."""
+        self.bids.update(bids)
+        self.asks.update(asks)
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+
+    def best_bid(self) -> Level | None:
+        return self.bids.best()
+
+    def best_ask(self) -> Level | None:
+        return self.asks.best()
+
+    def is_crossed(self) -> bool:
+        """Whether the best bid is at or above the best ask.
+
+        A locked book (bid == ask) counts as crossed: a single matching engine never rests
+        both, so a codec seeing one has a corrupt copy. An empty side is never crossed.
+        """
+        bid = self.bids.best()
+        if bid is None:
+            return False
+        ask = self.asks.best()
+        return ask is not None and bid[0] >= ask[0]
+
+    def top(self, n: int) -> tuple[list[Level], list[Level]]:
+        """The best ``n`` bids (descending) and asks (ascending)."""
+        return self.bids.top(n), self.asks.top(n)
+
+    def sorted_bids(self) -> list[Level]:
+        """All bids, highest price first."""
+        return self.bids.levels()
+
+    def sorted_asks(self) -> list[Level]:
+        """All asks, lowest price first."""
+        return self.asks.levels()
