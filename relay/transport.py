@@ -84,4 +84,6 @@ async def connect(url: str, *, connect_timeout: float = 10.0) -> AsyncIterator[C
         ) as ws:
             yield Connection(ws)
     except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
-        raise TransportClosed(f"{url}: {exc!r}") from exc
+        # trio-websocket reports a refused or timed-out connect as a bare HandshakeError
+        # whose cause says what happened.
+        raise TransportClosed(f"{url}: {exc.__cause__ or exc!r}") from exc

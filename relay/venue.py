@@ -124,10 +124,13 @@ class VenueSupervisor:
         circuit = self._metrics.circuit_state.labels(self.venue)
         circuit.set(CIRCUIT_STATES["closed"])
 
-        def before_sleep(retry_state: tenacity.RetryCallState) -> None:
-            exc = retry_state.outcome.exception() if retry_state.outcome else None
+        def after_failure(retry_state: tenacity.RetryCallState) -> None:
+            # Runs before the wait is computed, so an opening breaker lengthens this wait.
             breaker.failure(trio.current_time())
             circuit.set(CIRCUIT_STATES[breaker.state])
+
+        def before_sleep(retry_state: tenacity.RetryCallState) -> None:
+            exc = retry_state.outcome.exception() if retry_state.outcome else None
             health.state = "circuit_open" if breaker.state == "open" else "backoff"
             health.last_error = _describe(exc)
             log.warning(
@@ -144,7 +147,8 @@ class VenueSupervisor:
                 sleep=trio.sleep,
                 stop=tenacity.stop_never,
                 wait=_Backoff(self._backoff, breaker),
-                retry=tenacity.retry_if_not_exception_type((_HealthyEnd, _PlannedReconnect)),
+                retry=tenacity.retry_if_exception(_is_failure),
+                after=after_failure,
                 before_sleep=before_sleep,
                 reraise=True,
             )
@@ -294,6 +298,12 @@ class VenueSupervisor:
         raise _PlannedReconnect(f"connection reached its planned lifetime of {seconds:.0f} s")
 
 
+def _is_failure(exc: BaseException) -> bool:
+    """Whether a connection's end is a failure to back off from. Tenacity's attempt block
+    catches everything, cancellation included, so this must say no to that."""
+    return isinstance(exc, Exception) and not isinstance(exc, (_HealthyEnd, _PlannedReconnect))
+
+
 def _retry_after(response: httpx.Response) -> float:
     try:
         return float(response.headers.get("Retry-After", "60"))
@@ -302,9 +312,10 @@ def _retry_after(response: httpx.Response) -> float:
 
 
 def _cause(exc: BaseException) -> BaseException:
-    """The first non-cancellation leaf of an exception group (``exc`` itself otherwise)."""
+    """The first leaf of an exception group that is not a cancellation (``exc`` itself when
+    it is no group, or when it holds nothing but cancellations)."""
     while isinstance(exc, BaseExceptionGroup):
-        rest = exc.subgroup(lambda e: not isinstance(e, trio.Cancelled))
+        _, rest = exc.split(trio.Cancelled)
         if rest is None:
             return exc
         exc = rest.exceptions[0]
