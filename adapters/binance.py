@@ -137,8 +137,7 @@ class _EventTime(msgspec.Struct, gc=False):
 # book its Decimal levels.
 
 
-class _Trade(msgspec.Struct, gc=False):
-    trade_id: int = msgspec.field(name="t")
+class _TradeFields(msgspec.Struct, gc=False):
     price: str = msgspec.field(name="p")
     qty: str = msgspec.field(name="q")
     time: int = msgspec.field(name="T")
@@ -149,16 +148,12 @@ class _Trade(msgspec.Struct, gc=False):
         check_num(self.qty)
 
 
-class _AggTrade(msgspec.Struct, gc=False):
-    agg_id: int = msgspec.field(name="a")
-    price: str = msgspec.field(name="p")
-    qty: str = msgspec.field(name="q")
-    time: int = msgspec.field(name="T")
-    buyer_is_maker: bool = msgspec.field(name="m")
+class _Trade(_TradeFields, gc=False):
+    id: int = msgspec.field(name="t")
 
-    def __post_init__(self) -> None:
-        check_num(self.price)
-        check_num(self.qty)
+
+class _AggTrade(_TradeFields, gc=False):
+    id: int = msgspec.field(name="a")
 
 
 class _BookTicker(msgspec.Struct, gc=False):
@@ -472,26 +467,16 @@ class BinanceCodec(Codec):
     # -- trades and tickers -------------------------------------------------------------------
 
     def _on_trade(self, prefix: str, payload: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
-        t = _trade_decoder.decode(payload)
-        state = self._lookup(prefix)
-        if state is None or not state.trade:
-            return []
-        return [
-            Trade(
-                venue=self.venue,
-                symbol=state.symbol,
-                native_symbol=state.native,
-                ts_venue=t.time * _MS,
-                ts_recv=recv_ns,
-                trade_id=str(t.trade_id),
-                price=t.price,
-                size=t.qty,
-                side="sell" if t.buyer_is_maker else "buy",
-            )
-        ]
+        return self._trade(_trade_decoder.decode(payload), "", prefix, recv_ns)
 
     def _on_agg_trade(self, prefix: str, payload: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
-        t = _agg_trade_decoder.decode(payload)
+        # Aggregate ids are a separate id space from trade ids; the "a" keeps the two from
+        # ever sharing a message id.
+        return self._trade(_agg_trade_decoder.decode(payload), "a", prefix, recv_ns)
+
+    def _trade(
+        self, t: _Trade | _AggTrade, id_prefix: str, prefix: str, recv_ns: int
+    ) -> list[MarketEvent]:
         state = self._lookup(prefix)
         if state is None or not state.trade:
             return []
@@ -502,9 +487,7 @@ class BinanceCodec(Codec):
                 native_symbol=state.native,
                 ts_venue=t.time * _MS,
                 ts_recv=recv_ns,
-                # Aggregate ids are a separate id space from trade ids; the prefix keeps the
-                # two from ever sharing a message id.
-                trade_id=f"a{t.agg_id}",
+                trade_id=f"{id_prefix}{t.id}",
                 price=t.price,
                 size=t.qty,
                 side="sell" if t.buyer_is_maker else "buy",
