@@ -18,7 +18,7 @@ connection.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import msgspec
@@ -771,7 +771,11 @@ _SUPPORTED: Final = frozenset({DataType.TRADE, DataType.TICKER, DataType.L2_ORDE
 
 
 def make_codecs(
-    venue: str, subscriptions: Sequence[Subscription], endpoints: Endpoints
+    venue: str,
+    subscriptions: Sequence[Subscription],
+    endpoints: Endpoints,
+    *,
+    credentials: Mapping[str, str] = {},  # public streams need none
 ) -> list[Codec]:
     """One :class:`BinanceCodec` per connection of at most 1024 streams.
 

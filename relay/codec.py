@@ -15,8 +15,10 @@ configured subscriptions of a venue into one codec per connection it needs.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
 
 from relay.events import DataType, MarketEvent
 
@@ -30,6 +32,9 @@ class Subscription:
     symbol: str
     """Canonical symbol: ``BTC-USDT``."""
     data_types: frozenset[DataType]
+    contract_size: Decimal | None = None
+    """Base units per contract where the venue sizes in contracts (OKX swaps, Deribit
+    inverse); codecs multiply sizes by it. ``None``: sizes are already in base units."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,23 @@ class Codec(abc.ABC):
         return []
 
 
+class MakeCodecs(Protocol):
+    def __call__(
+        self,
+        venue: str,
+        subscriptions: Sequence[Subscription],
+        endpoints: Endpoints,
+        *,
+        credentials: Mapping[str, str] = ...,
+    ) -> list[Codec]:
+        """One codec per connection needed for ``subscriptions`` of venue id ``venue``.
+
+        ``credentials`` holds the venue's configured secrets (API keys), keyed by the names
+        in :attr:`Adapter.required_credentials`.
+        """
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Adapter:
     """What an adapter module exports as ``ADAPTER``."""
@@ -136,7 +158,9 @@ class Adapter:
     name: str
     data_types: frozenset[DataType]
     default_endpoints: Endpoints
-    make_codecs: Callable[[str, Sequence[Subscription], Endpoints], list[Codec]] = field(repr=False)
-    """``(venue id, subscriptions, endpoints) -> codecs``, one per connection needed."""
+    make_codecs: MakeCodecs = field(repr=False)
     canonical_symbol: Callable[[str], str | None] = field(repr=False)
     """Native symbol to canonical, or ``None`` when the adapter cannot tell."""
+    required_credentials: tuple[str, ...] = ()
+    """Credential names the venue needs (e.g. ``("key_id", "secret_key")``); a venue
+    configured without them is reported as disabled instead of started."""

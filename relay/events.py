@@ -26,6 +26,8 @@ class DataType(enum.StrEnum):
     L2_ORDERBOOK = "l2_orderbook"
     FUNDING_RATE = "funding_rate"
     LIQUIDATION = "liquidation"
+    MARK_PRICE = "mark_price"
+    OPEN_INTEREST = "open_interest"
 
 
 Side = Literal["buy", "sell"]
@@ -116,6 +118,18 @@ class Liquidation(Event, frozen=True, kw_only=True, tag="liquidation"):
     liquidation_id: str | None = None
 
 
+class MarkPrice(Event, frozen=True, kw_only=True, tag="mark_price"):
+    mark_price: Num
+    index_price: Num | None = None
+
+
+class OpenInterest(Event, frozen=True, kw_only=True, tag="open_interest"):
+    open_interest: Num
+    """In base units (contracts converted with the contract size)."""
+    open_interest_value: Num | None = None
+    """In quote units, where the venue gives it."""
+
+
 class VenueStatus(Event, frozen=True, kw_only=True, tag="status"):
     """Something the relay noticed about a venue or one of its books.
 
@@ -143,7 +157,17 @@ STATUS_KINDS = frozenset(
     }
 )
 
-MarketEvent = Trade | Ticker | BookSnapshot | BookDelta | FundingRate | Liquidation | VenueStatus
+MarketEvent = (
+    Trade
+    | Ticker
+    | BookSnapshot
+    | BookDelta
+    | FundingRate
+    | Liquidation
+    | MarkPrice
+    | OpenInterest
+    | VenueStatus
+)
 
 DATA_TYPE_OF: dict[type[Event], DataType | None] = {
     Trade: DataType.TRADE,
@@ -152,6 +176,8 @@ DATA_TYPE_OF: dict[type[Event], DataType | None] = {
     BookDelta: DataType.L2_ORDERBOOK,
     FundingRate: DataType.FUNDING_RATE,
     Liquidation: DataType.LIQUIDATION,
+    MarkPrice: DataType.MARK_PRICE,
+    OpenInterest: DataType.OPEN_INTEREST,
     VenueStatus: None,
 }
 """The subject type each event is published under; ``None`` means the venue status subject."""

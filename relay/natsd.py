@@ -5,10 +5,15 @@ benchmarks use it to get a throwaway server on loopback. :class:`NatsServer` is 
 and subprocess-based, so it works the same from pytest, trio or a plain script, and it can
 be killed and restarted on the same port and store to test what the relay does when NATS
 goes away.
+
+``python -m relay.natsd --config FILE --store DIR`` (:func:`main`, run by ``just run``) is the
+other use: it starts a detached server for a config's loopback NATS URL unless one answers.
 """
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import os
 import shutil
 import signal
@@ -186,3 +191,167 @@ class NatsServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<NatsServer {self.url} {state} store={self.store_dir}>"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: ``python -m relay.natsd --config FILE --store DIR`` (used by ``just run``).
+
+_LOOPBACK_NAMES = frozenset({"localhost"})
+_LOG_TAIL_LINES = 30
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address literal) denotes this machine's loopback."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _greets(url: str, timeout: float = 1.0) -> bool:
+    """Whether a NATS server answers at ``url``: it accepts and sends its ``INFO`` greeting.
+
+    Stricter than :func:`responding`, which any TCP listener (or a transparent proxy)
+    satisfies. WebSocket URLs speak HTTP first, so for them accepting is all that is checked.
+    """
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    if parts.scheme in ("ws", "wss"):
+        return responding(url, timeout)
+    return _greets_at(parts.hostname or "127.0.0.1", parts.port or 4222, timeout)
+
+
+def _greets_at(host: str, port: int, timeout: float) -> bool:
+    # Takes host and port apart rather than a URL: an IPv6 literal such as ::1 would need
+    # brackets to survive the round trip through "nats://host:port".
+    try:
+        with socket.create_connection((host, port), timeout) as conn:
+            conn.settimeout(timeout)
+            return conn.recv(5) == b"INFO "
+    except OSError:
+        return False
+
+
+def _start_detached(
+    host: str, port: int, store_dir: Path, log_path: Path, timeout: float = _START_TIMEOUT
+) -> int:
+    """Start ``nats-server -js`` in its own session and return its pid once it answers.
+
+    The server outlives this process on purpose (``just run`` starts it, then the relay, and
+    the server should keep its streams when the relay stops), so it gets its own session:
+    a Ctrl-C meant for the relay in the same terminal does not reach it. Its output is
+    appended to ``log_path``. Raises :class:`RuntimeError`, with what the server logged,
+    when it exits or does not answer within ``timeout`` seconds (it is killed then).
+    """
+    store_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [find_nats_server(), "-js", "-a", host, "-p", str(port), "-sd", str(store_dir)]
+    with log_path.open("ab") as log:
+        start_offset = log.tell()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        # Exit first: a server that failed to bind must not pass for the listener already on
+        # the port (which, having no greeting, is no NATS server anyway).
+        if proc.poll() is not None:
+            problem = f"nats-server exited with {proc.returncode}"
+            break
+        if _greets_at(host, port, timeout=0.5):
+            return proc.pid
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            problem = f"nats-server did not answer within {timeout:g} s"
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"{problem}; {log_path} says:\n{_log_tail(log_path, start_offset)}")
+
+
+def _log_tail(path: Path, offset: int) -> str:
+    """The last lines ``path`` gained after ``offset`` (earlier runs appended the rest)."""
+    with path.open("rb") as log:
+        log.seek(offset)
+        lines = log.read().decode(errors="replace").splitlines()
+    return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(nothing)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Make sure a nats-server answers at a config's ``nats.urls``, starting one if need be.
+
+    A server is started, detached, at the first URL, and only when none of the URLs answers.
+
+    Exit status: 0 when one already answers at any configured URL or one was started, 2 for
+    bad arguments or a bad config, 1 when none answers and none can or could be started.
+    Servers are only ever started on loopback: a remote URL that does not answer is the
+    operator's to fix.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m relay.natsd",
+        description="Start a detached local JetStream nats-server for a relay config, "
+        "unless one already answers at its nats.urls.",
+    )
+    parser.add_argument("--config", type=Path, required=True, help="relay.toml")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        required=True,
+        help="JetStream store directory (created); the server logs to STORE/nats-server.log",
+    )
+    args = parser.parse_args(argv)  # exits 2 on bad arguments
+
+    # Imported here, not at the top: the test fixture and benchmarks import this module for
+    # NatsServer alone and need none of the config machinery (adapters included).
+    from relay.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"relay.natsd: {exc}", file=sys.stderr)
+        return 2
+    urls = config.nats.urls
+    for url in urls:
+        if _greets(url):
+            print(f"nats-server already answering at {url}")
+            return 0
+
+    url = urls[0]
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not _is_loopback(host):
+        print(
+            f"relay.natsd: no nats-server answers at {', '.join(urls)}; {host or url} is not "
+            "this machine's loopback, so none is started here: start the server there or fix "
+            f"nats.urls in {args.config}",
+            file=sys.stderr,
+        )
+        return 1
+    if parts.scheme != "nats" or config.nats.tls.enabled:
+        # A plain local server would not speak what the relay is configured to expect.
+        print(
+            f"relay.natsd: no nats-server answers at {url}; only a plain nats:// server "
+            "without TLS is started locally, start this one yourself",
+            file=sys.stderr,
+        )
+        return 1
+    # "localhost" may resolve to both ::1 and 127.0.0.1; clients try both, a listener gets one.
+    bind = "127.0.0.1" if host.lower() in _LOOPBACK_NAMES else host
+    port = parts.port or 4222
+    store_dir = args.store.resolve()
+    log_path = store_dir / "nats-server.log"
+    try:
+        pid = _start_detached(bind, port, store_dir, log_path)
+    except (OSError, RuntimeError) as exc:
+        print(f"relay.natsd: cannot start nats-server at {url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"started nats-server (pid {pid}) at {url}, store {store_dir}, log {log_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

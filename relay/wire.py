@@ -25,6 +25,8 @@ from relay.events import (
     FundingRate,
     Liquidation,
     MarketEvent,
+    MarkPrice,
+    OpenInterest,
     Ticker,
     Trade,
     VenueStatus,
@@ -89,6 +91,10 @@ def msg_id(event: MarketEvent) -> str:
                 event.liquidation_id or f"{event.ts_venue}:{event.side}:{event.price}:{event.size}"
             )
             return f"{head}:liq:{key}"
+        case MarkPrice():
+            return f"{head}:mark:{event.ts_venue or _body_key_mark(event)}"
+        case OpenInterest():
+            return f"{head}:oi:{event.ts_venue}:{event.open_interest}"
         case VenueStatus():
             return f"{head}:status:{event.kind}:{event.ts_recv}"
     raise TypeError(f"not a market event: {event!r}")
@@ -97,6 +103,10 @@ def msg_id(event: MarketEvent) -> str:
 def _body_key(event: Ticker) -> str:
     # A quote with neither id nor venue time: its content is the only venue-derived identity.
     return f"{event.bid_price}/{event.bid_size}/{event.ask_price}/{event.ask_size}"
+
+
+def _body_key_mark(event: MarkPrice) -> str:
+    return f"{event.mark_price}/{event.index_price}"
 
 
 _encoder = msgspec.json.Encoder(decimal_format="string")
