@@ -116,11 +116,18 @@ class Relay:
                 if not venue.enabled:
                     continue
                 adapter = adapters.load(venue.adapter)
-                codecs = adapter.make_codecs(
-                    venue.id, venue_subscriptions(venue), venue_endpoints(venue)
-                )
                 health = VenueHealth(venue.id, venue.adapter)
                 self.health.venues[venue.id] = health
+                if missing := venue.missing_credentials(adapter):
+                    health.disabled = f"no credentials ({', '.join(missing)})"
+                    log.warning("venue disabled", venue=venue.id, reason=health.disabled)
+                    continue
+                codecs = adapter.make_codecs(
+                    venue.id,
+                    venue_subscriptions(venue),
+                    venue_endpoints(venue),
+                    credentials=venue.credentials,
+                )
                 supervisor = VenueSupervisor(
                     venue.id,
                     codecs,

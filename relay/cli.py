@@ -1,4 +1,4 @@
-"""Command line: ``relay run``, ``relay check``, ``relay replay``.
+"""Command line: ``relay run``, ``relay check``, ``relay replay``, ``relay venues``.
 
 Exit codes: 0 after a clean run or a valid check, 2 for bad input (command line, config,
 capture), 1 when the relay fails at run time.
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate a config and print the resolved plan")
     check.add_argument("-c", "--config", type=Path, required=True, help="relay.toml")
     commands.add_parser("replay", help="serve a recorded capture as a local venue", add_help=False)
+    commands.add_parser("venues", help="print the venue x data type table of the adapters")
     args, rest = parser.parse_known_args(argv)
     if args.command == "replay":
         from relay import replay
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         return replay.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "venues":
+        print(venues_table())
+        return EXIT_OK
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -45,6 +49,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     configure_logging(config)
     return trio.run(_run, config)
+
+
+def venues_table() -> str:
+    """A Markdown table of every adapter and the data types it publishes, from the code."""
+    import adapters
+    from relay.events import DataType
+
+    types = list(DataType)
+    lines = [
+        "| adapter | " + " | ".join(t.value for t in types) + " |",
+        "|---|" + "---|" * len(types),
+    ]
+    for name in adapters.NAMES:
+        adapter = adapters.load(name)
+        marks = ("yes" if t in adapter.data_types else "" for t in types)
+        note = " (needs credentials)" if adapter.required_credentials else ""
+        lines.append(f"| `{name}`{note} | " + " | ".join(marks) + " |")
+    return "\n".join(lines)
 
 
 async def _run(config: Config) -> int:

@@ -284,7 +284,21 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
     connection: ConnectionConfig = msgspec.field(default_factory=ConnectionConfig)
     backoff: BackoffConfig = msgspec.field(default_factory=BackoffConfig)
     circuit_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    credentials: dict[str, NonEmptyStr] = msgspec.field(default_factory=dict)
+    """``[venues.credentials]``: API keys for venues that need them, by the names the adapter
+    lists in ``required_credentials``; usually ``"${VAR}"``. Never printed or logged."""
     subscriptions: Annotated[list[SubscriptionConfig], msgspec.Meta(min_length=1)]
+
+    def __repr__(self) -> str:
+        fields = (
+            (name, {k: "***" for k in self.credentials} if name == "credentials" else value)
+            for name, value in ((n, getattr(self, n)) for n in self.__struct_fields__)
+        )
+        return f"VenueConfig({', '.join(f'{n}={v!r}' for n, v in fields)})"
+
+    def missing_credentials(self, adapter: Adapter) -> list[str]:
+        """The credentials ``adapter`` needs that this venue's config does not give."""
+        return [name for name in adapter.required_credentials if name not in self.credentials]
 
 
 class Config(_Section, frozen=True, kw_only=True):
@@ -765,6 +779,11 @@ def _check_venues(venues: Sequence[VenueConfig]) -> None:
         if venue.backoff.max_ms < venue.backoff.initial_ms:
             message = f"must be at least initial_ms ({venue.backoff.initial_ms})"
             raise _Invalid((*key, "backoff", "max_ms"), message)
+        for name in venue.credentials:
+            if name not in adapter.required_credentials:
+                takes = _quoted_list(adapter.required_credentials) or "none"
+                message = f"unknown credential for adapter {adapter.name!r} (it takes {takes})"
+                raise _Invalid((*key, "credentials", name), message)
         _resolve_subscriptions(venue, adapter, key)
 
 
@@ -951,10 +970,17 @@ def plan_text(config: Config) -> str:
             lines.append(f"venue {venue.id}: disabled")
             continue
         adapter = adapters.load(venue.adapter)
+        if missing := venue.missing_credentials(adapter):
+            lines.append(f"venue {venue.id}: disabled: no credentials ({', '.join(missing)})")
+            continue
         endpoints = venue_endpoints(venue)
         subscriptions = venue_subscriptions(venue)
-        codecs = adapter.make_codecs(venue.id, subscriptions, endpoints)
+        codecs = adapter.make_codecs(
+            venue.id, subscriptions, endpoints, credentials=venue.credentials
+        )
         lines.append(f"venue {venue.id}: adapter {adapter.name}")
+        if venue.credentials:
+            lines.append(f"  credentials: {', '.join(sorted(venue.credentials))} (set)")
         lines.append(f"  ws endpoint: {_redact_url(endpoints.ws_url)}")
         lines.append(f"  rest endpoint: {_redact_url(endpoints.rest_url)}")
         lines.append(f"  connections ({len(codecs)}):")

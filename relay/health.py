@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 ConnectionState = Literal["connecting", "streaming", "backoff", "circuit_open", "stopped"]
+VenueState = ConnectionState | Literal["disabled"]
 
 # Order of badness: a venue reports its worst connection.
 _RANK: dict[ConnectionState, int] = {
@@ -38,9 +39,13 @@ class VenueHealth:
     adapter: str
     connections: list[ConnectionHealth] = field(default_factory=list)
     events: int = 0
+    disabled: str | None = None
+    """Why the venue is not started (e.g. missing credentials); ``None`` when it runs."""
 
     @property
-    def state(self) -> ConnectionState:
+    def state(self) -> VenueState:
+        if self.disabled is not None:
+            return "disabled"
         if not self.connections:
             return "stopped"
         return max((c.state for c in self.connections), key=_RANK.__getitem__)
@@ -49,7 +54,7 @@ class VenueHealth:
         last = max((c.last_frame_ns or 0 for c in self.connections), default=0)
         errors = [c.last_error for c in self.connections if c.last_error]
         return {
-            "state": self.state,
+            "state": self.state if self.disabled is None else f"disabled: {self.disabled}",
             "adapter": self.adapter,
             "connections": len(self.connections),
             "streaming": sum(c.state == "streaming" for c in self.connections),
@@ -80,7 +85,10 @@ class RelayHealth:
         return p is not None and p.connected and p.provisioned and not self.shutting_down
 
     def healthy(self) -> bool:
-        return self.ready() and all(v.state == "streaming" for v in self.venues.values())
+        # A disabled venue was configured off (no credentials): reported, never unhealthy.
+        return self.ready() and all(
+            v.state in ("streaming", "disabled") for v in self.venues.values()
+        )
 
     def as_dict(self) -> dict[str, object]:
         now = time.time_ns()
