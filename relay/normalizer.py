@@ -47,6 +47,7 @@ class Normalizer:
     ) -> None:
         """Run until every venue has closed its end of ``events``, then close ``out``."""
         depth = self._metrics.channel_depth.labels("venue_events")
+        out_depth = self._metrics.channel_depth.labels("messages")
         async with events, out:
             async for first in events:
                 batch = first
@@ -60,6 +61,7 @@ class Normalizer:
                 messages = self.encode(batch)
                 if messages:
                     await out.send(messages)
+                    out_depth.set(out.statistics().current_buffer_used)
 
     def encode(self, batch: list[MarketEvent]) -> list[OutMessage]:
         counts: Counter[tuple[str, str]] = Counter()
