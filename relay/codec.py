@@ -33,8 +33,9 @@ class Subscription:
     """Canonical symbol: ``BTC-USDT``."""
     data_types: frozenset[DataType]
     contract_size: Decimal | None = None
-    """Base units per contract where the venue sizes in contracts (OKX swaps, Deribit
-    inverse); codecs multiply sizes by it. ``None``: sizes are already in base units."""
+    """Base units per contract where the venue sizes in fixed-size contracts (OKX swaps and
+    futures); codecs multiply sizes by it. ``None``: sizes are already in base units.
+    (Inverse contracts sized in USD, like Deribit's, have no fixed factor; see that codec.)"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,885 @@
+"""Deribit: the sans-IO codec for the public JSON-RPC 2.0 WebSocket API (v2).
+
+One :class:`DeribitCodec` serves one connection to ``<ws_url>`` (``…/ws/api/v2``). On
+:meth:`~DeribitCodec.connected` it queues ``public/set_heartbeat`` and then
+``public/subscribe`` requests for these channels of each instrument (the ``100ms``
+interval: ``raw`` is only served to logged-in connections):
+
+* ``trades.{instrument}.100ms`` → :class:`~relay.events.Trade` per trade (``direction`` is
+  the taker side), and a :class:`~relay.events.Liquidation` per liquidated party of a trade
+  that carries the ``liquidation`` flag (see *Liquidations* below);
+* ``ticker.{instrument}.100ms`` → :class:`~relay.events.Ticker` (best bid/ask and last
+  price), :class:`~relay.events.MarkPrice` (``mark_price``, ``index_price``),
+  :class:`~relay.events.OpenInterest` (``open_interest``) and, for perpetuals,
+  :class:`~relay.events.FundingRate` (``current_funding``), each only if subscribed;
+* ``book.{instrument}.100ms`` → :class:`~relay.events.BookSnapshot` then
+  :class:`~relay.events.BookDelta` events (see :class:`DeribitCodec` for the chain rule).
+
+Numbers arrive as JSON numbers; they are decoded straight into :class:`~decimal.Decimal`
+(msgspec keeps the digits, never a float) and published as ``format(d, "f")``.
+
+**Sequence-id mapping** (book): ``BookSnapshot.sequence`` = the snapshot's ``change_id``;
+``BookDelta.sequence`` = ``change_id``, ``BookDelta.prev_sequence`` = ``prev_change_id``,
+``BookDelta.first_sequence`` = ``None``: an instrument's change ids are not contiguous
+(even on ``raw``; and a 100 ms message folds several changes together), so a message has
+no id range beyond "after ``prev_change_id``, up to ``change_id``". A consumer checks
+``prev_sequence`` == the previous ``sequence``, exactly as the codec does.
+
+**Size units.** Every size published (trade and liquidation size, book level sizes, ticker
+bid/ask sizes, open interest) is Deribit's ``amount`` exactly as sent, which already
+includes the instrument's contract size:
+
+* inverse perpetuals and futures (``BTC-PERPETUAL``, ``BTC-27DEC24``): **USD** (quote
+  currency), not base units. The base amount would be ``amount / price``: not a fixed factor
+  (no ``contract_size`` can express it) and not exact in decimal, so the codec does not
+  divide; consumers that want BTC divide by the event's own price. For these instruments
+  :class:`~relay.events.OpenInterest` carries the USD figure in both ``open_interest`` and
+  ``open_interest_value`` (the latter is the field meant for quote units).
+* linear USDC contracts (``BTC_USDC-PERPETUAL``), spot (``BTC_USDC``) and options: the base
+  coin, i.e. already base units.
+
+:attr:`~relay.codec.Subscription.contract_size` therefore has no meaning here and
+``make_codecs`` refuses a subscription that sets one (a silent multiply would double-convert
+linear sizes and cannot make inverse sizes base units).
+
+**Liquidations.** Deribit has no public liquidation channel; a trade carries
+``liquidation`` = ``"M"`` (the maker was liquidated), ``"T"`` (the taker) or ``"MT"``
+(both). A liquidation closes the liquidated position, so the liquidated party's order side
+is the opposite of its position side: a liquidated taker that sold (``direction`` ``sell``)
+held a long, so the event side is ``buy``; a liquidated maker traded against the taker, so
+its position side equals the taker ``direction``. ``"MT"`` gives two events (one per side).
+``liquidation_id`` is ``<trade_id>:T`` / ``<trade_id>:M``; price and size are the trade's.
+
+**Funding.** ``FundingRate.rate`` is the ticker's ``current_funding``, the rate in force
+now (the role of other venues' current rate); ``funding_8h``, the rate realised over the
+last 8 hours, is not published. Deribit funding accrues continuously, so
+``next_funding_ts`` is ``None``. Ticker-derived events (ticker, mark price, open interest,
+funding) are published for every ``ticker`` notification, stamped with its ``timestamp``.
+
+**Not handled.** ``trade_seq`` gaps are not reported (trades have no resync); Deribit
+documents no server-shutdown notice, so none is handled; ``quote``, grouped-book,
+per-currency and ``perpetual`` channels are not used.
+
+**Keepalive.** ``public/set_heartbeat`` (interval :data:`HEARTBEAT_INTERVAL`) makes the
+server send a heartbeat every interval; its ``test_request`` heartbeats must be answered
+with ``public/test`` or the server closes the connection, so the codec queues that answer
+as a :class:`~relay.codec.SendFrame`. The client sends no pings of its own.
+
+``ADAPTER.make_codecs`` shards instruments over connections of at most
+:data:`MAX_CHANNELS_PER_CONNECTION` channels, keeping an instrument's channels together.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Final, Literal
+
+import msgspec
+
+from relay.book import Level as BookLevel
+from relay.book import OrderBook, levels_valid
+from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
+from relay.events import (
+    BookDelta,
+    BookSnapshot,
+    DataType,
+    FundingRate,
+    Level,
+    Liquidation,
+    MarketEvent,
+    MarkPrice,
+    OpenInterest,
+    Side,
+    Ticker,
+    Trade,
+    VenueStatus,
+)
+
+__all__ = [
+    "ADAPTER",
+    "HEARTBEAT_INTERVAL",
+    "MAX_CHANNELS_PER_CONNECTION",
+    "MAX_CHANNELS_PER_SUBSCRIBE",
+    "DeribitCodec",
+    "canonical_symbol",
+    "make_codecs",
+]
+
+HEARTBEAT_INTERVAL: Final = 30
+"""Seconds between server heartbeats asked for with ``public/set_heartbeat`` (minimum 10)."""
+MAX_CHANNELS_PER_SUBSCRIBE: Final = 100
+"""Channels per ``public/subscribe`` request. Deribit documents no limit; each request costs
+subscribe credits whatever its size, so requests are large, but bounded to keep a frame
+and its answer a few kB."""
+MAX_CHANNELS_PER_CONNECTION: Final = 300
+"""Channels per connection. Deribit documents no per-connection limit (but only about 32
+connections per IP); this bound (100 instruments with all three channels) is ours, to
+spread the 100 ms book traffic of many instruments over several connections."""
+INTERVAL: Final = "100ms"
+"""The notification interval subscribed (``raw`` needs an authenticated connection)."""
+
+_MS: Final = 1_000_000  # Deribit times are epoch milliseconds; events carry nanoseconds.
+_DETAIL_MAX: Final = 200  # keep status details short: they go into every status message
+
+# ---------------------------------------------------------------------------------------------
+# Symbols
+
+_MONTHS: Final = {
+    m: i
+    for i, m in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
+    )
+}
+_EXPIRY = re.compile(r"^(\d{1,2})([A-Z]{3})(\d{2})$")  # 27DEC24, 5JAN24
+_ASSET = re.compile(r"^[A-Z0-9]+$")
+
+
+def _expiry(text: str) -> str | None:
+    """``27DEC24`` → ``241227``; ``None`` unless a valid DDMMMYY date."""
+    m = _EXPIRY.match(text)
+    if m is None:
+        return None
+    day, month = int(m.group(1)), _MONTHS.get(m.group(2))
+    if month is None or not 1 <= day <= 31:
+        return None
+    return f"{m.group(3)}{month:02d}{day:02d}"
+
+
+def canonical_symbol(native: str) -> str | None:
+    """The canonical symbol of a Deribit instrument name, where the name alone tells.
+
+    * ``BTC-PERPETUAL`` → ``BTC-USD-PERP`` (inverse: coin-margined, quoted in USD);
+    * ``BTC-27DEC24`` → ``BTC-USD-241227`` (inverse future);
+    * ``BTC_USDC-PERPETUAL`` → ``BTC-USDC-PERP``; ``BTC_USDC-27DEC24`` → ``BTC-USDC-241227``
+      (linear contracts, the pair spelt with ``_``);
+    * ``BTC_USDC`` → ``BTC-USDC`` (spot pair).
+
+    Options (``BTC-27DEC24-100000-C``), combos and anything else give ``None``: the
+    canonical scheme has no spelling for them (configure ``canonical_symbol`` explicitly to
+    relay one). A later issue replaces this with ``public/get_instruments`` (``kind``,
+    ``base_currency``, ``counter_currency``, ``settlement_period``).
+    """
+    parts = native.split("-")
+    if len(parts) > 2:
+        return None  # options and combos
+    pair = parts[0]
+    base, sep, quote = pair.partition("_")
+    if not sep:
+        quote = "USD"  # inverse instruments are quoted in USD
+    if not _ASSET.match(base) or not _ASSET.match(quote):
+        return None
+    if len(parts) == 1:
+        return f"{base}-{quote}" if sep else None  # spot needs an explicit pair
+    if parts[1] == "PERPETUAL":
+        return f"{base}-{quote}-PERP"
+    expiry = _expiry(parts[1])
+    return None if expiry is None else f"{base}-{quote}-{expiry}"
+
+
+def _is_inverse(native: str) -> bool:
+    """Whether ``amount`` is in USD: an inverse perpetual or future (``BTC-PERPETUAL``)."""
+    parts = native.split("-")
+    return len(parts) == 2 and "_" not in parts[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire formats. Only the fields the codec uses are declared; msgspec skips the rest.
+# ``gc=False``: these structs never take part in reference cycles.
+
+
+def _finite(*values: Decimal | None) -> None:
+    """Raise ``ValueError`` (a decode error, inside msgspec) for a non-finite number."""
+    for value in values:
+        if value is not None and not value.is_finite():
+            raise ValueError(f"not a finite number: {value}")
+
+
+class _RpcError(msgspec.Struct, gc=False):
+    code: int | None = None
+    message: str | None = None
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    """Any frame: a notification (``method`` + ``params``) or a response (``id``)."""
+
+    id: int | str | None = None
+    method: str | None = None
+    params: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    error: _RpcError | None = None
+
+
+class _Notification(msgspec.Struct, gc=False):
+    channel: str
+    data: msgspec.Raw
+
+
+class _Heartbeat(msgspec.Struct, gc=False):
+    type: str
+
+
+class _Trade(msgspec.Struct, gc=False):
+    trade_id: str | int
+    timestamp: int
+    price: Decimal
+    amount: Decimal
+    direction: Literal["buy", "sell"]
+    liquidation: Literal["M", "T", "MT"] | None = None
+
+    def __post_init__(self) -> None:
+        _finite(self.price, self.amount)
+        if self.amount.is_signed():
+            raise ValueError(f"negative trade amount {self.amount}")
+
+
+class _Ticker(msgspec.Struct, gc=False):
+    timestamp: int
+    best_bid_price: Decimal | None = None
+    best_bid_amount: Decimal | None = None
+    best_ask_price: Decimal | None = None
+    best_ask_amount: Decimal | None = None
+    last_price: Decimal | None = None
+    mark_price: Decimal | None = None
+    index_price: Decimal | None = None
+    open_interest: Decimal | None = None
+    current_funding: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        _finite(
+            self.best_bid_price,
+            self.best_bid_amount,
+            self.best_ask_price,
+            self.best_ask_amount,
+            self.last_price,
+            self.mark_price,
+            self.index_price,
+            self.open_interest,
+            self.current_funding,
+        )
+
+
+_RawLevel = tuple[Literal["new", "change", "delete"], Decimal, Decimal]
+
+
+def _levels(raw: list[_RawLevel]) -> tuple[list[Level], list[BookLevel]]:
+    """Published text levels and the book's Decimal levels; ``delete`` is size zero."""
+    text: list[Level] = []
+    book: list[BookLevel] = []
+    zero = Decimal(0)
+    for action, price, amount in raw:
+        if action == "delete" and amount:
+            amount = zero  # the venue sends 0 with a delete; a delete always removes
+        text.append((format(price, "f"), format(amount, "f")))
+        book.append((price, amount))
+    if not levels_valid(book):
+        raise ValueError("a level has a non-finite price or a non-finite or negative size")
+    return text, book
+
+
+class _Book(msgspec.Struct, gc=False):
+    type: Literal["snapshot", "change"]
+    timestamp: int
+    change_id: int
+    bids: list[_RawLevel]
+    asks: list[_RawLevel]
+    prev_change_id: int | None = None
+    # Not in the JSON (the names cannot occur there); filled from bids/asks after decoding.
+    text_bids: list[Level] = msgspec.field(default_factory=list, name="__text_bids")
+    text_asks: list[Level] = msgspec.field(default_factory=list, name="__text_asks")
+    book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")
+    book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__book_asks")
+
+    def __post_init__(self) -> None:
+        self.text_bids, self.book_bids = _levels(self.bids)
+        self.text_asks, self.book_asks = _levels(self.asks)
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_notification_decoder = msgspec.json.Decoder(_Notification)
+_heartbeat_decoder = msgspec.json.Decoder(_Heartbeat)
+_trades_decoder = msgspec.json.Decoder(list[_Trade])
+_ticker_decoder = msgspec.json.Decoder(_Ticker)
+_book_decoder = msgspec.json.Decoder(_Book)
+_channels_decoder = msgspec.json.Decoder(list[str])
+_request_encoder = msgspec.json.Encoder()
+
+# ---------------------------------------------------------------------------------------------
+# Per-instrument state
+
+_TICKER_TYPES: Final = frozenset(
+    {DataType.TICKER, DataType.MARK_PRICE, DataType.OPEN_INTEREST, DataType.FUNDING_RATE}
+)
+
+
+class _Instrument:
+    """Everything the codec knows about one subscribed instrument."""
+
+    __slots__ = (
+        "book",
+        "book_channel",
+        "change_id",
+        "data_types",
+        "inverse",
+        "native",
+        "symbol",
+        "synced",
+        "ticker_channel",
+        "trades_channel",
+    )
+
+    def __init__(self, sub: Subscription) -> None:
+        self.native = sub.native_symbol
+        self.symbol = sub.symbol
+        self.data_types = sub.data_types
+        self.inverse = _is_inverse(self.native)
+        wanted = sub.data_types
+        self.trades_channel = (
+            f"trades.{self.native}.{INTERVAL}"
+            if wanted & {DataType.TRADE, DataType.LIQUIDATION}
+            else None
+        )
+        self.ticker_channel = f"ticker.{self.native}.{INTERVAL}" if wanted & _TICKER_TYPES else None
+        self.book_channel = (
+            f"book.{self.native}.{INTERVAL}" if DataType.L2_ORDERBOOK in wanted else None
+        )
+        self.book = OrderBook()
+        self.synced = False
+        """A snapshot was applied on this subscription and the chain has held since."""
+        self.change_id = 0
+        """The ``change_id`` of the last applied book message."""
+
+    def channels(self) -> list[str]:
+        return [c for c in (self.book_channel, self.ticker_channel, self.trades_channel) if c]
+
+    def reset(self) -> None:
+        """Forget the book (new connection, or a resync)."""
+        self.book.clear()
+        self.synced = False
+        self.change_id = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The codec
+
+
+class DeribitCodec(Codec):
+    """The protocol state of one Deribit connection.
+
+    **Book sync** (per instrument; deribit.md section 5, Deribit's documented rule):
+
+    1. The first ``book`` notification of a subscription is ``type: snapshot``: the book is
+       replaced with it and a :class:`~relay.events.BookSnapshot` (only levels with a
+       non-zero size) and a ``book_synced`` status are published. A snapshot arriving later
+       resets the book the same way.
+    2. Each ``type: change`` must have ``prev_change_id`` equal to the ``change_id`` of the
+       previous message applied; its levels are applied (``new``/``change`` set the
+       absolute amount, ``delete`` removes the level) and published as a
+       :class:`~relay.events.BookDelta`. A change with ``change_id`` not above the last one
+       is a repeat and dropped (``counters.stale_deltas_dropped``), as is a change that
+       arrives while the instrument has no snapshot (before the first, or during a resync).
+    3. Otherwise (``prev_change_id`` differs or is missing) it is a gap: ``book_gap`` and
+       ``book_resync`` statuses, the book is discarded, and the codec queues
+       ``public/unsubscribe`` + ``public/subscribe`` for that instrument's book channel
+       only: the new subscription starts with a fresh snapshot (step 1).
+    4. A snapshot or change that leaves the book crossed (best bid >= best ask) means a
+       corrupt copy: nothing is published and the instrument resyncs as for a gap (a
+       ``book_resync`` status with the crossing prices).
+
+    Deribit sends no checksum. ``new``/``change``/``delete`` are applied as absolute
+    updates without checking whether the level existed: a ``change`` of an unknown level
+    or a ``delete`` of an absent one is not treated as an error (and ccxt's recording, whose
+    snapshots are trimmed to 5 levels, would fail such a check).
+
+    **Other frames.** Responses to ``public/subscribe`` are compared with the channels asked
+    for: channels missing from the result (an unknown instrument, say) become an
+    ``unknown_symbol`` status for their instrument. Other results (heartbeat set-up,
+    ``public/test``, ``public/unsubscribe``) are dropped. JSON-RPC errors (e.g. 10028
+    ``too_many_requests``, after which Deribit closes the session) become ``venue_error``
+    statuses. A heartbeat ``test_request`` queues a ``public/test`` request. Notifications
+    of channels the codec did not subscribe are ignored. Anything undecodable, including a
+    known channel whose data has the wrong shape or a non-finite number, counts
+    ``counters.parse_errors`` and becomes a ``parse_error`` status.
+    """
+
+    # Deribit's credit bucket allows about 10 subscribe requests in a burst and ~3.3/s
+    # sustained (deribit.md section 1); other requests are cheaper. Stay below.
+    max_send_rate = 3.0
+    ping_interval = None  # the server heartbeats (public/set_heartbeat); we answer them
+    max_lifetime = None  # Deribit does not cut connections on a schedule
+
+    def __init__(
+        self, venue: str, subscriptions: Sequence[Subscription], endpoints: Endpoints
+    ) -> None:
+        """One connection for ``subscriptions`` (distinct native symbols, at most
+        :data:`MAX_CHANNELS_PER_CONNECTION` channels in all)."""
+        super().__init__()
+        self.venue = venue
+        self.url = endpoints.ws_url
+        self._instruments: dict[str, _Instrument] = {}
+        for sub in subscriptions:
+            if sub.native_symbol in self._instruments:
+                raise ValueError(f"{venue}: {sub.native_symbol} subscribed twice")
+            self._instruments[sub.native_symbol] = _Instrument(sub)
+        self.channels: list[str] = [
+            c for state in self._instruments.values() for c in state.channels()
+        ]
+        """The channels this connection subscribes to."""
+        if len(self.channels) > MAX_CHANNELS_PER_CONNECTION:
+            raise ValueError(
+                f"{venue}: {len(self.channels)} channels on one connection "
+                f"(at most {MAX_CHANNELS_PER_CONNECTION})"
+            )
+        self._next_id = 1
+        # Subscribe requests awaiting their answer: request id -> channels asked for.
+        self._pending_subscribes: dict[int, list[str]] = {}
+        self._handlers = {
+            "book": self._on_book,
+            "ticker": self._on_ticker,
+            "trades": self._on_trades,
+        }
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _request(self, method: str, params: dict[str, object]) -> int:
+        """Queue one JSON-RPC request; returns its id (1, 2, … per connection)."""
+        request_id = self._next_id
+        self._next_id += 1
+        frame = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        self._actions.append(SendFrame(_request_encoder.encode(frame).decode()))
+        return request_id
+
+    def _subscribe(self, channels: list[str]) -> None:
+        request_id = self._request("public/subscribe", {"channels": channels})
+        self._pending_subscribes[request_id] = channels
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connected(self, now_ns: int) -> list[MarketEvent]:
+        """Reset every book, queue ``public/set_heartbeat`` and the subscribe requests."""
+        for state in self._instruments.values():
+            state.reset()
+        self._next_id = 1
+        self._pending_subscribes = {}
+        self._request("public/set_heartbeat", {"interval": HEARTBEAT_INTERVAL})
+        channels = self.channels
+        for start in range(0, len(channels), MAX_CHANNELS_PER_SUBSCRIBE):
+            self._subscribe(channels[start : start + MAX_CHANNELS_PER_SUBSCRIBE])
+        return []
+
+    # -- frames -------------------------------------------------------------------------------
+
+    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
+        self.counters.frames += 1
+        try:
+            return self._receive(data, recv_ns)
+        except msgspec.DecodeError as exc:  # includes msgspec.ValidationError
+            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
+        except Exception as exc:
+            # Not expected: a bug of ours. The contract says never raise, so report it
+            # the same way rather than kill the connection.
+            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
+
+    def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        env = _envelope_decoder.decode(data)
+        method = env.method
+        if method == "subscription":
+            if env.params is msgspec.UNSET:
+                return [self._parse_error("subscription without params", recv_ns)]
+            note = _notification_decoder.decode(env.params)
+            # book.BTC-PERPETUAL.100ms: instrument names hold no dots. Other shapes (grouped
+            # books, per-currency trades) and other kinds are channels we never ask for.
+            parts = note.channel.split(".")
+            if len(parts) != 3:
+                return []
+            handler = self._handlers.get(parts[0])
+            state = self._instruments.get(parts[1])
+            if handler is None or state is None:
+                return []
+            try:
+                return handler(state, note.data, recv_ns)
+            except msgspec.DecodeError as exc:
+                return [self._parse_error(f"{note.channel}: {exc}", recv_ns)]
+        if method == "heartbeat":
+            if env.params is msgspec.UNSET:
+                return [self._parse_error("heartbeat without params", recv_ns)]
+            if _heartbeat_decoder.decode(env.params).type == "test_request":
+                # Unanswered, the server closes the connection.
+                self._request("public/test", {})
+            return []
+        if method is not None:
+            return [self._parse_error(f"unknown notification method {method!r}", recv_ns)]
+        if env.error is not None:
+            return [self._venue_error(env.id, env.error, recv_ns)]
+        if env.result is not msgspec.UNSET:
+            return self._on_result(env.id, env.result, recv_ns)
+        return [self._parse_error("unrecognized frame", recv_ns)]
+
+    def _on_result(
+        self, request_id: object, result: msgspec.Raw, recv_ns: int
+    ) -> list[MarketEvent]:
+        asked = (
+            self._pending_subscribes.pop(request_id, None) if isinstance(request_id, int) else None
+        )
+        if asked is None:
+            return []  # set_heartbeat "ok", public/test, unsubscribe, or not ours
+        got = set(_channels_decoder.decode(result))
+        missing: dict[str, list[str]] = {}
+        for channel in asked:
+            if channel not in got:
+                native = channel.split(".")[1]
+                missing.setdefault(native, []).append(channel)
+        out: list[MarketEvent] = []
+        for native, channels in missing.items():
+            state = self._instruments[native]
+            detail = f"not subscribed by the venue: {', '.join(channels)}"
+            out.append(self._instrument_status(state, "unknown_symbol", detail, recv_ns))
+        return out
+
+    def _venue_error(self, request_id: object, error: _RpcError, recv_ns: int) -> VenueStatus:
+        what = ""
+        if isinstance(request_id, int) and request_id in self._pending_subscribes:
+            channels = self._pending_subscribes.pop(request_id)
+            what = f" subscribing {len(channels)} channels ({channels[0]}, ...)"
+        detail = f"code {error.code}: {error.message} (request id {request_id}{what})"
+        return self._status("venue_error", detail, recv_ns)
+
+    # -- trades and liquidations ---------------------------------------------------------------
+
+    def _on_trades(self, state: _Instrument, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        trades = _trades_decoder.decode(data)
+        want_trades = DataType.TRADE in state.data_types
+        want_liquidations = DataType.LIQUIDATION in state.data_types
+        out: list[MarketEvent] = []
+        for t in trades:
+            price = format(t.price, "f")
+            size = format(t.amount, "f")
+            ts_venue = t.timestamp * _MS
+            if want_trades:
+                out.append(
+                    Trade(
+                        venue=self.venue,
+                        symbol=state.symbol,
+                        native_symbol=state.native,
+                        ts_venue=ts_venue,
+                        ts_recv=recv_ns,
+                        trade_id=str(t.trade_id),
+                        price=price,
+                        size=size,
+                        side=t.direction,
+                    )
+                )
+            if want_liquidations and t.liquidation is not None:
+                taker: Side = t.direction
+                maker: Side = "sell" if taker == "buy" else "buy"
+                # (party, side of the liquidated position): a liquidation order closes the
+                # position, so the position side is the opposite of the party's order side.
+                parties: list[tuple[str, Side]] = []
+                if "M" in t.liquidation:
+                    parties.append(("M", taker))  # maker's order side is ``maker``
+                if "T" in t.liquidation:
+                    parties.append(("T", maker))  # taker's order side is ``taker``
+                for party, side in parties:
+                    out.append(
+                        Liquidation(
+                            venue=self.venue,
+                            symbol=state.symbol,
+                            native_symbol=state.native,
+                            ts_venue=ts_venue,
+                            ts_recv=recv_ns,
+                            side=side,
+                            price=price,
+                            size=size,
+                            liquidation_id=f"{t.trade_id}:{party}",
+                        )
+                    )
+        return out
+
+    # -- ticker ----------------------------------------------------------------------------------
+
+    def _on_ticker(self, state: _Instrument, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        t = _ticker_decoder.decode(data)
+        wanted = state.data_types
+        ts_venue = t.timestamp * _MS
+        venue, symbol, native = self.venue, state.symbol, state.native
+        out: list[MarketEvent] = []
+        if DataType.TICKER in wanted:
+            bid_price, bid_size = _quote(t.best_bid_price, t.best_bid_amount)
+            ask_price, ask_size = _quote(t.best_ask_price, t.best_ask_amount)
+            out.append(
+                Ticker(
+                    venue=venue,
+                    symbol=symbol,
+                    native_symbol=native,
+                    ts_venue=ts_venue,
+                    ts_recv=recv_ns,
+                    bid_price=bid_price,
+                    bid_size=bid_size,
+                    ask_price=ask_price,
+                    ask_size=ask_size,
+                    last_price=_text(t.last_price),
+                )
+            )
+        index_price = _text(t.index_price)
+        mark_price = _text(t.mark_price)
+        if DataType.MARK_PRICE in wanted and mark_price is not None:
+            out.append(
+                MarkPrice(
+                    venue=venue,
+                    symbol=symbol,
+                    native_symbol=native,
+                    ts_venue=ts_venue,
+                    ts_recv=recv_ns,
+                    mark_price=mark_price,
+                    index_price=index_price,
+                )
+            )
+        if DataType.OPEN_INTEREST in wanted and t.open_interest is not None:
+            oi = format(t.open_interest, "f")
+            out.append(
+                OpenInterest(
+                    venue=venue,
+                    symbol=symbol,
+                    native_symbol=native,
+                    ts_venue=ts_venue,
+                    ts_recv=recv_ns,
+                    open_interest=oi,
+                    # Inverse open interest is in USD (see the module docstring).
+                    open_interest_value=oi if state.inverse else None,
+                )
+            )
+        if DataType.FUNDING_RATE in wanted and t.current_funding is not None:
+            out.append(
+                FundingRate(
+                    venue=venue,
+                    symbol=symbol,
+                    native_symbol=native,
+                    ts_venue=ts_venue,
+                    ts_recv=recv_ns,
+                    rate=format(t.current_funding, "f"),
+                    # Deribit funding accrues continuously: there is no next funding time.
+                    next_funding_ts=None,
+                    mark_price=mark_price,
+                    index_price=index_price,
+                )
+            )
+        return out
+
+    # -- order book ---------------------------------------------------------------------------
+
+    def _on_book(self, state: _Instrument, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        if state.book_channel is None:
+            return []  # the book of an instrument subscribed for other data (a shared replay)
+        msg = _book_decoder.decode(data)
+        out: list[MarketEvent] = []
+        if msg.type == "snapshot":
+            self._snapshot(state, msg, recv_ns, out)
+        elif not state.synced or msg.change_id <= state.change_id:
+            # Before the snapshot, while a resync is under way, or a repeat.
+            self.counters.stale_deltas_dropped += 1
+        elif msg.prev_change_id != state.change_id:
+            self.counters.book_gaps += 1
+            detail = (
+                f"expected prev_change_id={state.change_id}, got {msg.prev_change_id} "
+                f"(change_id={msg.change_id})"
+            )
+            out.append(self._instrument_status(state, "book_gap", detail, recv_ns))
+            self._resync(state, f"sequence gap: {detail}", recv_ns, out)
+        else:
+            self._change(state, msg, recv_ns, out)
+        return out
+
+    def _snapshot(
+        self, state: _Instrument, msg: _Book, recv_ns: int, out: list[MarketEvent]
+    ) -> None:
+        book = state.book
+        book.apply_snapshot(msg.book_bids, msg.book_asks)
+        if book.is_crossed():
+            detail = f"snapshot change_id={msg.change_id} is crossed: {_crossing(book)}"
+            self._resync(state, detail, recv_ns, out)
+            return
+        state.synced = True
+        state.change_id = msg.change_id
+        out.append(
+            BookSnapshot(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=msg.timestamp * _MS,
+                ts_recv=recv_ns,
+                sequence=msg.change_id,
+                # A snapshot is the full book: zero-size levels would be no levels at all.
+                bids=_nonzero(msg.text_bids, msg.book_bids),
+                asks=_nonzero(msg.text_asks, msg.book_asks),
+            )
+        )
+        detail = f"snapshot change_id={msg.change_id}"
+        out.append(self._instrument_status(state, "book_synced", detail, recv_ns))
+
+    def _change(self, state: _Instrument, msg: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
+        book = state.book
+        book.apply_delta(msg.book_bids, msg.book_asks)
+        if book.is_crossed():
+            detail = f"book crossed after change_id={msg.change_id}: {_crossing(book)}"
+            self._resync(state, detail, recv_ns, out)
+            return
+        out.append(
+            BookDelta(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=msg.timestamp * _MS,
+                ts_recv=recv_ns,
+                first_sequence=None,  # change ids are not contiguous: no range to give
+                sequence=msg.change_id,
+                prev_sequence=msg.prev_change_id,
+                bids=msg.text_bids,
+                asks=msg.text_asks,
+            )
+        )
+        state.change_id = msg.change_id
+
+    def _resync(
+        self, state: _Instrument, detail: str, recv_ns: int, out: list[MarketEvent]
+    ) -> None:
+        """Drop the instrument's book and re-subscribe its book channel for a new snapshot."""
+        self.counters.book_resyncs += 1
+        out.append(self._instrument_status(state, "book_resync", detail, recv_ns))
+        state.reset()
+        channel = state.book_channel
+        assert channel is not None  # only book messages of subscribed books get here
+        # On one connection Deribit handles requests in order: no change of the old
+        # subscription follows the new one's snapshot.
+        self._request("public/unsubscribe", {"channels": [channel]})
+        self._subscribe([channel])
+
+    # -- statuses -----------------------------------------------------------------------------
+
+    def _instrument_status(
+        self, state: _Instrument, kind: str, detail: str, recv_ns: int
+    ) -> VenueStatus:
+        return VenueStatus(
+            venue=self.venue,
+            symbol=state.symbol,
+            native_symbol=state.native,
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:_DETAIL_MAX],
+        )
+
+    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
+        return VenueStatus(
+            venue=self.venue,
+            symbol="",
+            native_symbol="",
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:_DETAIL_MAX],
+        )
+
+    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
+        self.counters.parse_errors += 1
+        return self._status("parse_error", detail, recv_ns)
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _quote(price: Decimal | None, amount: Decimal | None) -> tuple[str | None, str | None]:
+    """One side of the ticker; Deribit writes an empty side as price 0 and amount 0."""
+    if price is None or amount is None or not amount:
+        return None, None
+    return format(price, "f"), format(amount, "f")
+
+
+def _nonzero(text: list[Level], book: list[BookLevel]) -> list[Level]:
+    """The text levels whose size is not zero (``text`` and ``book`` are parallel)."""
+    return [lv for lv, (_, size) in zip(text, book, strict=True) if size]
+
+
+def _crossing(book: OrderBook) -> str:
+    bid, ask = book.best_bid(), book.best_ask()
+    assert bid is not None and ask is not None  # a crossed book has both sides
+    return f"bid {bid[0]} >= ask {ask[0]}; resyncing"
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+
+_SUPPORTED: Final = frozenset(
+    {
+        DataType.TRADE,
+        DataType.TICKER,
+        DataType.L2_ORDERBOOK,
+        DataType.FUNDING_RATE,
+        DataType.LIQUIDATION,
+        DataType.MARK_PRICE,
+        DataType.OPEN_INTEREST,
+    }
+)
+
+
+def make_codecs(
+    venue: str,
+    subscriptions: Sequence[Subscription],
+    endpoints: Endpoints,
+    *,
+    credentials: Mapping[str, str] = {},  # public channels need none
+) -> list[Codec]:
+    """One :class:`DeribitCodec` per connection of at most
+    :data:`MAX_CHANNELS_PER_CONNECTION` channels.
+
+    Subscriptions naming the same instrument are merged; an instrument's channels all go to
+    one connection, packed in the order given. Raises ``ValueError`` for a funding-rate
+    subscription of an instrument that is not a perpetual, and for any ``contract_size``
+    (Deribit sizes already include it; see the module docstring).
+    """
+    merged: dict[str, Subscription] = {}
+    for sub in subscriptions:
+        native = sub.native_symbol
+        if sub.contract_size is not None:
+            raise ValueError(
+                f"{venue}: {native}: Deribit sizes (amount) already include the contract "
+                "size (USD for inverse, coin otherwise); contract_size must not be set"
+            )
+        if DataType.FUNDING_RATE in sub.data_types and not native.endswith("-PERPETUAL"):
+            raise ValueError(f"{venue}: {native} is not a perpetual and has no funding rate")
+        unsupported = sub.data_types - _SUPPORTED
+        if unsupported:
+            names = ", ".join(sorted(unsupported))
+            raise ValueError(f"{venue}: deribit has no {names} ({native})")
+        seen = merged.get(native)
+        if seen is None:
+            merged[native] = sub
+        elif seen.symbol != sub.symbol:
+            raise ValueError(f"{venue}: {native} mapped to both {seen.symbol} and {sub.symbol}")
+        else:
+            merged[native] = Subscription(native, seen.symbol, seen.data_types | sub.data_types)
+    shards: list[list[Subscription]] = []
+    used = MAX_CHANNELS_PER_CONNECTION  # forces a first shard
+    for sub in merged.values():
+        n = len(_Instrument(sub).channels())
+        if n == 0:
+            continue
+        if used + n > MAX_CHANNELS_PER_CONNECTION:
+            shards.append([])
+            used = 0
+        shards[-1].append(sub)
+        used += n
+    return [DeribitCodec(venue, shard, endpoints) for shard in shards]
+
+
+ADAPTER = Adapter(
+    name="deribit",
+    data_types=_SUPPORTED,
+    default_endpoints=Endpoints(
+        ws_url="wss://www.deribit.com/ws/api/v2", rest_url="https://www.deribit.com"
+    ),
+    make_codecs=make_codecs,
+    canonical_symbol=canonical_symbol,
+)
