@@ -1,0 +1,1076 @@
+"""Binance USDⓈ-M futures: the sans-IO codec for the routed combined market-data streams.
+
+Since 2026 Binance serves USD-M market data from two routed entry points, and a stream
+subscribed on the wrong one is acknowledged but never delivered (binance-usdm.md §1). So
+``ADAPTER.make_codecs`` plans connections **per route**, each codec serving one combined
+stream ``<base>/<route>/stream`` that wraps every payload as ``{"stream": .., "data": ..}``:
+
+* ``/public`` (book data):
+
+  * ``<sym>@depth@100ms`` → :class:`~relay.events.BookSnapshot` then
+    :class:`~relay.events.BookDelta`, synchronised with the REST snapshot
+    ``GET /fapi/v1/depth`` by the USD-M procedure (see :class:`BinanceUsdmCodec`);
+  * ``<sym>@bookTicker`` → :class:`~relay.events.Ticker` (``sequence`` = ``u``).
+
+* ``/market`` (regular market data):
+
+  * ``<sym>@aggTrade`` → :class:`~relay.events.Trade` (``trade_id`` ``"a<agg id>"``; the
+    per-fill ``@trade`` stream, seen on ``/public`` in 2026 recordings, is decoded too, with
+    the plain trade id, but not subscribed: the venue docs only document ``@aggTrade``);
+  * ``<sym>@markPrice@1s`` → :class:`~relay.events.FundingRate` (``r`` current predicted
+    rate as a fraction, ``T`` next funding time, with ``p`` mark and ``i`` index) and/or
+    :class:`~relay.events.MarkPrice` (``p``, ``i``): one stream serves both data types;
+  * ``<sym>@forceOrder`` → :class:`~relay.events.Liquidation` (sampled by the venue: at
+    most the latest liquidation per symbol per second).
+
+**Endpoints.** ``Endpoints.ws_url`` is the host base, ``wss://fstream.binance.com``; a codec's
+:attr:`~BinanceUsdmCodec.url` is ``<base>/public/stream`` or ``<base>/market/stream``. A
+trailing ``/stream`` (the decommissioned unrouted path, and what the replay venue prints)
+and a trailing ``/public`` or ``/market`` are dropped from ``ws_url`` before the route is
+appended, so either spelling of the base works.
+
+**Frames.** Besides combined-stream frames the codec accepts bare event payloads (what a
+raw ``/ws`` connection delivers), dispatched on their ``e`` field; events are matched to a
+subscription by their own symbol field ``s``, so the stream name is only used to pick the
+decoder.
+
+**Sequence-id mapping** (:class:`~relay.events.BookDelta`): ``first_sequence`` = ``U``,
+``sequence`` = ``u``, ``prev_sequence`` = the ``sequence`` of the event the delta follows on
+this book: the venue's ``pu`` for every chained diff, and the snapshot's ``lastUpdateId`` for
+the first diff applied after a snapshot (that diff straddles ``lastUpdateId``, its own
+``pu`` points before the snapshot). :class:`~relay.events.BookSnapshot` ``sequence`` =
+``lastUpdateId``.
+
+**Timestamps.** ``ts_venue`` is the matching-engine time ``T`` where the payload has one
+(trades, bookTicker, depth diffs, REST snapshots, liquidation orders), else the event time
+``E`` (mark price, where ``T`` is the next funding time; depth diffs without ``T``).
+
+**Sides.** Trades: ``m`` (buyer is maker) true ⇒ the taker sold ⇒ ``"sell"``.
+Liquidations: ``o.S`` is the side of the liquidation *order* the engine sends to close the
+position, so ``SELL`` closes a long ⇒ the liquidated position is long ⇒ ``"buy"``, and
+``BUY`` ⇒ ``"sell"`` (binance-usdm.md §4.7; README "Liquidation side").
+
+**Size units.** USD-M quantities are in the base asset (BTC for BTCUSDT; for ``1000PEPEUSDT``
+the base asset is ``1000PEPE``), so ``Subscription.contract_size`` is normally unset. When it
+is set, every size (trade, ticker, book level, liquidation) is multiplied by it with
+:class:`~decimal.Decimal` arithmetic and published as ``format(x, "f")``; prices are never
+rescaled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Final, Literal
+
+import msgspec
+
+from adapters.binance import canonical_symbol as _spot_pair
+from relay.book import Level as BookLevel
+from relay.book import OrderBook, parse_levels
+from relay.codec import (
+    Adapter,
+    Codec,
+    Endpoints,
+    FetchSnapshot,
+    Reconnect,
+    SendFrame,
+    Subscription,
+)
+from relay.events import (
+    BookDelta,
+    BookSnapshot,
+    DataType,
+    FundingRate,
+    Level,
+    Liquidation,
+    MarketEvent,
+    MarkPrice,
+    Ticker,
+    Trade,
+    VenueStatus,
+    check_num,
+)
+
+__all__ = [
+    "ADAPTER",
+    "MARKET",
+    "MAX_BUFFERED_DIFFS",
+    "MAX_PARAMS_PER_SUBSCRIBE",
+    "MAX_STREAMS_PER_CONNECTION",
+    "PUBLIC",
+    "BinanceUsdmCodec",
+    "Route",
+    "canonical_symbol",
+    "make_codecs",
+    "route_url",
+]
+
+Route = Literal["public", "market"]
+PUBLIC: Final[Route] = "public"
+"""The entry point for book data: ``@depth*`` and ``@bookTicker``."""
+MARKET: Final[Route] = "market"
+"""The entry point for regular market data: ``@aggTrade``, ``@markPrice``, ``@forceOrder``."""
+
+MAX_STREAMS_PER_CONNECTION: Final = 1024
+"""Binance's limit of streams on one connection."""
+MAX_PARAMS_PER_SUBSCRIBE: Final = 200
+"""Streams per ``SUBSCRIBE`` frame (the spot codec's batch size; futures documents none)."""
+MAX_BUFFERED_DIFFS: Final = 10_000
+"""Depth diffs kept per symbol while waiting for a snapshot; more means a resync."""
+SNAPSHOT_LIMIT: Final = 1000
+"""Levels per side asked of ``/fapi/v1/depth`` (its maximum)."""
+
+_MS: Final = 1_000_000  # Binance times are epoch milliseconds; events carry nanoseconds.
+_DETAIL_MAX: Final = 200  # keep status details short: they go into every status message
+
+# ---------------------------------------------------------------------------------------------
+# Symbols and URLs
+
+
+def canonical_symbol(native: str) -> str | None:
+    """``BTCUSDT`` → ``BTC-USDT-PERP``; ``BTCUSDT_260925`` → ``BTC-USDT-260925``.
+
+    The pair is split with the spot codec's quote-asset heuristic
+    (:func:`adapters.binance.canonical_symbol`); a ``_YYMMDD`` suffix marks a dated
+    (quarterly) contract, no suffix a perpetual. Anything else (``BTCUSD_PERP`` is COIN-M,
+    not USD-M; an unknown quote; a suffix that is no date) gives ``None``. A later issue
+    replaces this with ``baseAsset``/``quoteAsset``/``contractType``/``deliveryDate`` of
+    ``GET /fapi/v1/exchangeInfo``, the only authoritative source.
+    """
+    pair, sep, expiry = native.upper().partition("_")
+    if sep and not _is_yymmdd(expiry):
+        return None
+    split = _spot_pair(pair)
+    if split is None:
+        return None
+    return f"{split}-{expiry}" if sep else f"{split}-PERP"
+
+
+def _is_yymmdd(text: str) -> bool:
+    return (
+        len(text) == 6
+        and text.isascii()
+        and text.isdigit()
+        and 1 <= int(text[2:4]) <= 12
+        and 1 <= int(text[4:6]) <= 31
+    )
+
+
+def route_url(ws_url: str, route: Route) -> str:
+    """The combined-stream URL of ``route`` under the configured ``ws_url`` base."""
+    base = ws_url.rstrip("/")
+    base = base.removesuffix("/stream")
+    for suffix in ("/public", "/market"):
+        base = base.removesuffix(suffix)
+    return f"{base}/{route}/stream"
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire formats. Only the fields the codec uses are declared; msgspec skips the rest.
+# ``gc=False``: these structs never take part in reference cycles, and skipping GC tracking
+# makes decoding cheaper. Prices and sizes stay the venue's text; ``__post_init__`` checks
+# the text is a number (msgspec turns the ValueError into a decode error).
+
+
+class _Error(msgspec.Struct, gc=False):
+    code: int | str | None = None
+    msg: str | None = None
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    """Any frame: a combined-stream wrapper, a request ack, an error or a bare event."""
+
+    stream: str | None = None
+    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    id: int | str | None = None
+    # Errors come bare as ``{"code", "msg"}`` or nested as ``{"error": {...}}``, as on spot.
+    code: int | str | None = None
+    msg: str | None = None
+    error: _Error | None = None
+    event: str | None = msgspec.field(default=None, name="e")
+    event_time: int | None = msgspec.field(default=None, name="E")
+
+
+class _EventTime(msgspec.Struct, gc=False):
+    event_time: int | None = msgspec.field(default=None, name="E")
+
+
+class _TradeFields(msgspec.Struct, gc=False):
+    symbol: str = msgspec.field(name="s")
+    price: str = msgspec.field(name="p")
+    qty: str = msgspec.field(name="q")
+    time: int = msgspec.field(name="T")
+    buyer_is_maker: bool = msgspec.field(name="m")
+
+    def __post_init__(self) -> None:
+        check_num(self.price)
+        check_num(self.qty)
+
+
+class _Trade(_TradeFields, gc=False):
+    id: int = msgspec.field(name="t")
+
+
+class _AggTrade(_TradeFields, gc=False):
+    id: int = msgspec.field(name="a")
+
+
+class _BookTicker(msgspec.Struct, gc=False):
+    symbol: str = msgspec.field(name="s")
+    update_id: int = msgspec.field(name="u")
+    bid_price: str = msgspec.field(name="b")
+    bid_size: str = msgspec.field(name="B")
+    ask_price: str = msgspec.field(name="a")
+    ask_size: str = msgspec.field(name="A")
+    time: int | None = msgspec.field(default=None, name="T")
+    event_time: int | None = msgspec.field(default=None, name="E")
+
+    def __post_init__(self) -> None:
+        for text in (self.bid_price, self.bid_size, self.ask_price, self.ask_size):
+            check_num(text)
+
+
+class _DepthDiff(msgspec.Struct, gc=False):
+    symbol: str = msgspec.field(name="s")
+    event_time: int = msgspec.field(name="E")
+    first_id: int = msgspec.field(name="U")
+    last_id: int = msgspec.field(name="u")
+    prev_id: int = msgspec.field(name="pu")
+    bids: list[Level] = msgspec.field(name="b")
+    asks: list[Level] = msgspec.field(name="a")
+    time: int | None = msgspec.field(default=None, name="T")
+    # Not in the JSON (the names cannot occur there); filled from bids/asks after decoding.
+    book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")
+    book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__book_asks")
+
+    def __post_init__(self) -> None:
+        if self.last_id < self.first_id:
+            raise ValueError("u < U")
+        self.book_bids = parse_levels(self.bids)
+        self.book_asks = parse_levels(self.asks)
+
+
+class _DepthSnapshot(msgspec.Struct, gc=False):
+    last_update_id: int = msgspec.field(name="lastUpdateId")
+    bids: list[Level]
+    asks: list[Level]
+    time: int | None = msgspec.field(default=None, name="T")
+    book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")
+    book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__book_asks")
+
+    def __post_init__(self) -> None:
+        self.book_bids = parse_levels(self.bids)
+        self.book_asks = parse_levels(self.asks)
+
+
+class _MarkPrice(msgspec.Struct, gc=False):
+    symbol: str = msgspec.field(name="s")
+    event_time: int = msgspec.field(name="E")
+    mark: str = msgspec.field(name="p")
+    index: str = msgspec.field(default="", name="i")
+    rate: str = msgspec.field(default="", name="r")
+    """Empty for contracts without funding (⚠ as reported for dated contracts)."""
+    next_funding: int = msgspec.field(default=0, name="T")
+
+    def __post_init__(self) -> None:
+        check_num(self.mark)
+        if self.index:
+            check_num(self.index)
+        if self.rate:
+            check_num(self.rate)
+
+
+class _ForceOrderBody(msgspec.Struct, gc=False):
+    symbol: str = msgspec.field(name="s")
+    side: Literal["BUY", "SELL"] = msgspec.field(name="S")
+    qty: str = msgspec.field(name="q")
+    price: str = msgspec.field(name="p")
+    avg_price: str = msgspec.field(name="ap")
+    filled: str = msgspec.field(name="z")
+    time: int = msgspec.field(name="T")
+
+    def __post_init__(self) -> None:
+        for text in (self.qty, self.price, self.avg_price, self.filled):
+            check_num(text)
+
+
+class _ForceOrder(msgspec.Struct, gc=False):
+    order: _ForceOrderBody = msgspec.field(name="o")
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_event_time_decoder = msgspec.json.Decoder(_EventTime)
+_trade_decoder = msgspec.json.Decoder(_Trade)
+_agg_trade_decoder = msgspec.json.Decoder(_AggTrade)
+_book_ticker_decoder = msgspec.json.Decoder(_BookTicker)
+_depth_decoder = msgspec.json.Decoder(_DepthDiff)
+_snapshot_decoder = msgspec.json.Decoder(_DepthSnapshot)
+_mark_price_decoder = msgspec.json.Decoder(_MarkPrice)
+_force_order_decoder = msgspec.json.Decoder(_ForceOrder)
+_error_decoder = msgspec.json.Decoder(_Error)
+_request_encoder = msgspec.json.Encoder()
+
+# ---------------------------------------------------------------------------------------------
+# Per-symbol state
+
+# Book sync phases of one symbol.
+_IDLE: Final = 0  # no diff seen since connect: nothing buffered, no snapshot asked for
+_BUFFERING: Final = 1  # diffs buffered, a snapshot asked for (or about to be re-asked)
+_SYNCED: Final = 2  # snapshot applied; diffs are checked, applied and published
+
+
+class _Buffered(msgspec.Struct, gc=False):
+    diff: _DepthDiff
+    recv_ns: int
+
+
+class _Symbol:
+    """Everything one codec knows about one subscribed symbol, for its route's data types."""
+
+    __slots__ = (
+        "book",
+        "book_id",
+        "buffer",
+        "contract_size",
+        "depth",
+        "fetching",
+        "from_snapshot",
+        "funding",
+        "liquidation",
+        "mark",
+        "native",
+        "phase",
+        "snapshot_url",
+        "stream",
+        "symbol",
+        "ticker",
+        "trade",
+    )
+
+    def __init__(self, sub: Subscription, route: Route, rest_url: str) -> None:
+        self.native = sub.native_symbol.upper()
+        """Binance's own spelling (upper case): matched against ``s``, the snapshot key."""
+        self.symbol = sub.symbol
+        self.stream = self.native.lower()
+        self.contract_size = sub.contract_size
+        types = sub.data_types
+        public = route == PUBLIC
+        self.depth = public and DataType.L2_ORDERBOOK in types
+        self.ticker = public and DataType.TICKER in types
+        self.trade = not public and DataType.TRADE in types
+        self.funding = not public and DataType.FUNDING_RATE in types
+        self.mark = not public and DataType.MARK_PRICE in types
+        self.liquidation = not public and DataType.LIQUIDATION in types
+        self.snapshot_url = (
+            f"{rest_url.rstrip('/')}/fapi/v1/depth?symbol={self.native}&limit={SNAPSHOT_LIMIT}"
+        )
+        self.book = OrderBook()
+        self.phase = _IDLE
+        self.buffer: list[_Buffered] = []
+        self.fetching = False
+        """A FetchSnapshot is out and neither answer nor failure has come back yet."""
+        self.book_id = 0
+        """The ``u`` of the last applied diff, or the snapshot's ``lastUpdateId``."""
+        self.from_snapshot = False
+        """No diff applied since the snapshot: the next must straddle ``lastUpdateId``."""
+
+    def streams(self) -> list[str]:
+        out = []
+        if self.depth:
+            out.append(f"{self.stream}@depth@100ms")
+        if self.ticker:
+            out.append(f"{self.stream}@bookTicker")
+        if self.trade:
+            out.append(f"{self.stream}@aggTrade")
+        if self.funding or self.mark:
+            out.append(f"{self.stream}@markPrice@1s")
+        if self.liquidation:
+            out.append(f"{self.stream}@forceOrder")
+        return out
+
+    def reset(self) -> None:
+        """Forget the book and everything pending (new connection)."""
+        self.book.clear()
+        self.phase = _IDLE
+        self.buffer = []
+        self.fetching = False
+        self.book_id = 0
+        self.from_snapshot = False
+
+    def size(self, text: str) -> str:
+        """A venue size in base units: scaled by the contract size when one is configured."""
+        cs = self.contract_size
+        return text if cs is None else format(Decimal(text) * cs, "f")
+
+    def levels(self, levels: list[Level]) -> list[Level]:
+        cs = self.contract_size
+        if cs is None:
+            return levels
+        return [(price, format(Decimal(size) * cs, "f")) for price, size in levels]
+
+
+# ---------------------------------------------------------------------------------------------
+# The codec
+
+
+class BinanceUsdmCodec(Codec):
+    """The protocol state of one USD-M combined-stream connection on one route.
+
+    **Book sync** (per symbol; binance-usdm.md §5, the venue's documented procedure):
+
+    1. The first ``depthUpdate`` after connect (or after a resync) is buffered and a
+       :class:`~relay.codec.FetchSnapshot` keyed by the native symbol is queued. Later diffs
+       are buffered too, checking as they come that ``pu == previous u``; a break restarts
+       the buffer at the offending diff (``book_gap`` + ``book_resync``).
+    2. :meth:`snapshot_received`: buffered diffs with ``u < lastUpdateId`` are dropped
+       (``counters.stale_deltas_dropped``). If a diff remains and it does not straddle the
+       snapshot (its ``U > lastUpdateId``), the snapshot is too old to be bridged: it is
+       discarded and fetched again, keeping the buffer (``book_resync``). Otherwise the
+       book is set from the snapshot and a :class:`~relay.events.BookSnapshot` is
+       published, then a :class:`~relay.events.BookDelta` per remaining buffered diff and a
+       ``book_synced`` status.
+    3. The first diff applied after a snapshot (buffered or live) must satisfy
+       ``U <= lastUpdateId <= u`` (a live one with ``u < lastUpdateId`` is stale and
+       dropped); every later one ``pu == previous u`` (a repeat with ``u <= previous u`` is
+       dropped as stale). Anything else is a gap: ``book_gap`` and ``book_resync`` statuses,
+       the symbol's book is discarded, and it starts again at step 1 with the offending
+       diff as the first buffered one. USD-M update ids are not contiguous per symbol, so
+       the chain is checked with ``pu`` only, never with ``U == u + 1``.
+    4. After applying a diff the book must not be crossed; if it is, the copy is corrupt:
+       the delta is not published and the symbol resyncs as for a gap.
+
+    A delta is never published for a book whose snapshot has not been published on this
+    connection, and only the affected symbol resyncs. Every ``book_resync`` status counts
+    one ``counters.book_resyncs`` and comes with a new FetchSnapshot unless one is still
+    outstanding (its answer is checked against the buffer on arrival). A snapshot body that
+    is a venue error or unreadable is reported as ``venue_error`` / ``parse_error`` and
+    fetched again. USD-M has no book checksum.
+
+    **Other frames.** ``{"result": null, "id": n}`` acks are dropped; ``{"code", "msg"}``
+    errors (bare or under ``"error"``) become ``venue_error`` statuses; ``serverShutdown``
+    (documented for spot; accepted here too, bare or as ``!serverShutdown``) becomes a
+    ``server_shutdown`` status and a :class:`~relay.codec.Reconnect`. Streams and events the
+    codec did not subscribe (kline, 24h tickers, other symbols on a shared replay, the
+    other route's data types) are ignored. Anything undecodable, including a known stream
+    whose payload has the wrong shape or types, counts ``counters.parse_errors`` and
+    becomes a ``parse_error`` status.
+    """
+
+    max_send_rate = 8.0  # USD-M allows 10 client messages/s per connection; keep a margin
+    ping_interval = None  # the server pings every 3 minutes; the WebSocket library answers
+    max_lifetime = 23.5 * 3600  # Binance closes every connection at 24 h
+
+    def __init__(
+        self,
+        venue: str,
+        route: Route,
+        subscriptions: Sequence[Subscription],
+        endpoints: Endpoints,
+        *,
+        max_buffered_diffs: int = MAX_BUFFERED_DIFFS,
+    ) -> None:
+        """One ``route`` connection for the ``route`` data types of ``subscriptions``
+        (distinct native symbols, at most :data:`MAX_STREAMS_PER_CONNECTION` streams)."""
+        super().__init__()
+        if route not in (PUBLIC, MARKET):
+            raise ValueError(f"{venue}: unknown USD-M route {route!r}")
+        self.venue = venue
+        self.route: Route = route
+        self.url = route_url(endpoints.ws_url, route)
+        self.max_buffered_diffs = max_buffered_diffs
+        self._by_native: dict[str, _Symbol] = {}  # by upper-case native symbol
+        for sub in subscriptions:
+            state = _Symbol(sub, route, endpoints.rest_url)
+            if state.native in self._by_native:
+                raise ValueError(f"{venue}: {sub.native_symbol} subscribed twice")
+            self._by_native[state.native] = state
+        self.streams: list[str] = [s for st in self._by_native.values() for s in st.streams()]
+        """The stream names this connection subscribes to."""
+        if len(self.streams) > MAX_STREAMS_PER_CONNECTION:
+            raise ValueError(
+                f"{venue}: {len(self.streams)} streams on one connection "
+                f"(Binance allows {MAX_STREAMS_PER_CONNECTION})"
+            )
+        self._now_ns = 0
+        """The latest time the shell gave us; stamps statuses from :meth:`snapshot_failed`."""
+        # Combined frames: stream-name suffix → handler. Bare frames: event type → handler.
+        self._by_stream = {
+            "depth@100ms": self._on_depth,
+            "depth@500ms": self._on_depth,
+            "depth": self._on_depth,
+            "bookTicker": self._on_book_ticker,
+            "aggTrade": self._on_agg_trade,
+            "trade": self._on_trade,
+            "markPrice@1s": self._on_mark_price,
+            "markPrice": self._on_mark_price,
+            "forceOrder": self._on_force_order,
+        }
+        self._by_event = {
+            "depthUpdate": self._on_depth,
+            "bookTicker": self._on_book_ticker,
+            "aggTrade": self._on_agg_trade,
+            "trade": self._on_trade,
+            "markPriceUpdate": self._on_mark_price,
+            "forceOrder": self._on_force_order,
+        }
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connected(self, now_ns: int) -> list[MarketEvent]:
+        """Reset every book and queue the ``SUBSCRIBE`` frames (ids 1, 2, … per connection)."""
+        self._now_ns = now_ns
+        for state in self._by_native.values():
+            state.reset()
+        streams = self.streams
+        for n, start in enumerate(range(0, len(streams), MAX_PARAMS_PER_SUBSCRIBE), 1):
+            params = streams[start : start + MAX_PARAMS_PER_SUBSCRIBE]
+            frame = {"method": "SUBSCRIBE", "params": params, "id": n}
+            self._actions.append(SendFrame(_request_encoder.encode(frame).decode()))
+        return []
+
+    # -- frames -------------------------------------------------------------------------------
+
+    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
+        self.counters.frames += 1
+        self._now_ns = recv_ns
+        try:
+            return self._receive(data, recv_ns)
+        except msgspec.DecodeError as exc:  # includes msgspec.ValidationError
+            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
+        except Exception as exc:
+            # Not expected: a bug of ours. The contract says never raise, so report it
+            # the same way rather than kill the connection.
+            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
+
+    def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        env = _envelope_decoder.decode(data)
+        stream = env.stream
+        if stream is not None:
+            kind = stream.partition("@")[2]
+            handler = self._by_stream.get(kind)
+            if handler is None:
+                if stream == "!serverShutdown":
+                    return self._server_shutdown(env.data, recv_ns)
+                return []  # kline and other streams we did not ask for (a shared replay)
+            payload = env.data
+            if payload is msgspec.UNSET:
+                return [self._parse_error(f"{stream}: no data", recv_ns)]
+            try:
+                return handler(payload, recv_ns)
+            except msgspec.DecodeError as exc:
+                return [self._parse_error(f"{stream}: {exc}", recv_ns)]
+        if env.result is not msgspec.UNSET:
+            # {"result": null, "id": n} acknowledges SUBSCRIBE n; non-null results answer
+            # queries we never send. Errors come with "code"/"error" instead of "result".
+            return []
+        error = env.error
+        if env.code is not None or error is not None:
+            code = env.code if error is None else error.code
+            msg = env.msg if error is None else error.msg
+            detail = f"code {code}: {msg} (request id {env.id})"
+            return [self._status("venue_error", detail, recv_ns)]
+        event = env.event
+        if event is not None:
+            # A bare event, as a raw /ws connection delivers it.
+            if event == "serverShutdown":
+                return self._shutdown_events(env.event_time, recv_ns)
+            handler = self._by_event.get(event)
+            if handler is None:
+                return []  # kline, 24hrTicker, ...: not published
+            try:
+                return handler(data, recv_ns)
+            except msgspec.DecodeError as exc:
+                return [self._parse_error(f"{event}: {exc}", recv_ns)]
+        return [self._parse_error("unrecognized frame", recv_ns)]
+
+    def _server_shutdown(
+        self, payload: msgspec.Raw | msgspec.UnsetType, recv_ns: int
+    ) -> list[MarketEvent]:
+        event_time = None
+        # The notice counts even if its payload is odd; only its time is lost then.
+        if payload is not msgspec.UNSET:
+            with contextlib.suppress(msgspec.DecodeError):
+                event_time = _event_time_decoder.decode(payload).event_time
+        return self._shutdown_events(event_time, recv_ns)
+
+    def _shutdown_events(self, event_time: int | None, recv_ns: int) -> list[MarketEvent]:
+        self._actions.append(Reconnect("server shutdown"))
+        return [
+            VenueStatus(
+                venue=self.venue,
+                symbol="",
+                native_symbol="",
+                ts_venue=None if event_time is None else event_time * _MS,
+                ts_recv=recv_ns,
+                kind="server_shutdown",
+                detail="venue announced a shutdown; reconnecting",
+            )
+        ]
+
+    def _lookup(self, native: str) -> _Symbol | None:
+        state = self._by_native.get(native)
+        if state is None and not native.isupper():
+            state = self._by_native.get(native.upper())
+        return state
+
+    # -- trades, tickers, mark price, liquidations ---------------------------------------------
+
+    def _on_trade(self, payload: msgspec.Raw | str | bytes, recv_ns: int) -> list[MarketEvent]:
+        return self._trade(_trade_decoder.decode(payload), "", recv_ns)
+
+    def _on_agg_trade(self, payload: msgspec.Raw | str | bytes, recv_ns: int) -> list[MarketEvent]:
+        # Aggregate ids are a separate id space from trade ids; the "a" keeps the two from
+        # ever sharing a message id.
+        return self._trade(_agg_trade_decoder.decode(payload), "a", recv_ns)
+
+    def _trade(self, t: _Trade | _AggTrade, id_prefix: str, recv_ns: int) -> list[MarketEvent]:
+        state = self._lookup(t.symbol)
+        if state is None or not state.trade:
+            return []
+        return [
+            Trade(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=t.time * _MS,
+                ts_recv=recv_ns,
+                trade_id=f"{id_prefix}{t.id}",
+                price=t.price,
+                size=state.size(t.qty),
+                side="sell" if t.buyer_is_maker else "buy",
+            )
+        ]
+
+    def _on_book_ticker(
+        self, payload: msgspec.Raw | str | bytes, recv_ns: int
+    ) -> list[MarketEvent]:
+        q = _book_ticker_decoder.decode(payload)
+        state = self._lookup(q.symbol)
+        if state is None or not state.ticker:
+            return []
+        time = q.time if q.time is not None else q.event_time
+        return [
+            Ticker(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=None if time is None else time * _MS,
+                ts_recv=recv_ns,
+                bid_price=q.bid_price,
+                bid_size=state.size(q.bid_size),
+                ask_price=q.ask_price,
+                ask_size=state.size(q.ask_size),
+                sequence=q.update_id,
+            )
+        ]
+
+    def _on_mark_price(self, payload: msgspec.Raw | str | bytes, recv_ns: int) -> list[MarketEvent]:
+        m = _mark_price_decoder.decode(payload)
+        state = self._lookup(m.symbol)
+        if state is None:
+            return []
+        ts_venue = m.event_time * _MS
+        index = m.index or None
+        out: list[MarketEvent] = []
+        # No rate, no funding event: contracts without funding send an empty "r".
+        if state.funding and m.rate:
+            out.append(
+                FundingRate(
+                    venue=self.venue,
+                    symbol=state.symbol,
+                    native_symbol=state.native,
+                    ts_venue=ts_venue,
+                    ts_recv=recv_ns,
+                    rate=m.rate,
+                    next_funding_ts=m.next_funding * _MS if m.next_funding else None,
+                    mark_price=m.mark,
+                    index_price=index,
+                )
+            )
+        if state.mark:
+            out.append(
+                MarkPrice(
+                    venue=self.venue,
+                    symbol=state.symbol,
+                    native_symbol=state.native,
+                    ts_venue=ts_venue,
+                    ts_recv=recv_ns,
+                    mark_price=m.mark,
+                    index_price=index,
+                )
+            )
+        return out
+
+    def _on_force_order(
+        self, payload: msgspec.Raw | str | bytes, recv_ns: int
+    ) -> list[MarketEvent]:
+        o = _force_order_decoder.decode(payload).order
+        state = self._lookup(o.symbol)
+        if state is None or not state.liquidation:
+            return []
+        # What was liquidated: the filled quantity at its average price; an order not (yet)
+        # filled reports zeros there, so its order quantity and price stand in.
+        filled = Decimal(o.filled) != 0
+        price = o.avg_price if filled and Decimal(o.avg_price) != 0 else o.price
+        return [
+            Liquidation(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=o.time * _MS,
+                ts_recv=recv_ns,
+                # A SELL liquidation order closes a long position: the long was liquidated.
+                side="buy" if o.side == "SELL" else "sell",
+                price=price,
+                size=state.size(o.filled if filled else o.qty),
+            )
+        ]
+
+    # -- order book ---------------------------------------------------------------------------
+
+    def _on_depth(self, payload: msgspec.Raw | str | bytes, recv_ns: int) -> list[MarketEvent]:
+        diff = _depth_decoder.decode(payload)
+        state = self._lookup(diff.symbol)
+        if state is None or not state.depth:
+            return []
+        out: list[MarketEvent] = []
+        phase = state.phase
+        if phase == _SYNCED:
+            self._apply(state, diff, recv_ns, out)
+        elif phase == _BUFFERING:
+            self._buffer(state, diff, recv_ns, out)
+        else:
+            state.buffer.append(_Buffered(diff, recv_ns))
+            state.phase = _BUFFERING
+            self._fetch(state)
+        return out
+
+    def _buffer(
+        self, state: _Symbol, diff: _DepthDiff, recv_ns: int, out: list[MarketEvent]
+    ) -> None:
+        """Buffer a diff while waiting for a snapshot, keeping the buffer a ``pu`` chain."""
+        buffer = state.buffer
+        if buffer:
+            prev_u = buffer[-1].diff.last_id
+            if diff.prev_id != prev_u:
+                if diff.last_id <= prev_u:
+                    self.counters.stale_deltas_dropped += 1
+                    return
+                # A snapshot can only bridge to the first buffered diff, so a hole inside
+                # the buffer makes all of it useless: restart from this diff.
+                self._gap(state, diff, recv_ns, out, f"expected pu={prev_u}")
+                return
+        if len(buffer) >= self.max_buffered_diffs:
+            detail = f"{len(buffer)} diffs buffered and still no snapshot"
+            self._resync(state, diff, recv_ns, out, detail)
+            return
+        buffer.append(_Buffered(diff, recv_ns))
+
+    def _apply(
+        self, state: _Symbol, diff: _DepthDiff, recv_ns: int, out: list[MarketEvent]
+    ) -> None:
+        """Check one diff against the synced book, apply it and publish it (steps 3-4)."""
+        book_id = state.book_id
+        if state.from_snapshot:
+            if diff.last_id < book_id:
+                self.counters.stale_deltas_dropped += 1
+                return
+            if diff.first_id > book_id:
+                self._gap(state, diff, recv_ns, out, f"expected U <= lastUpdateId={book_id}")
+                return
+        elif diff.prev_id != book_id:
+            if diff.last_id <= book_id:
+                self.counters.stale_deltas_dropped += 1
+                return
+            self._gap(state, diff, recv_ns, out, f"expected pu={book_id}")
+            return
+        book = state.book
+        book.apply_delta(diff.book_bids, diff.book_asks)
+        if book.is_crossed():
+            bid, ask = book.best_bid(), book.best_ask()
+            assert bid is not None and ask is not None  # a crossed book has both sides
+            detail = (
+                f"book crossed after U={diff.first_id} u={diff.last_id}: "
+                f"bid {bid[0]} >= ask {ask[0]}; resyncing"
+            )
+            self._resync(state, diff, recv_ns, out, detail)
+            return
+        time = diff.time if diff.time is not None else diff.event_time
+        out.append(
+            BookDelta(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=time * _MS,
+                ts_recv=recv_ns,
+                first_sequence=diff.first_id,
+                sequence=diff.last_id,
+                prev_sequence=book_id,
+                bids=state.levels(diff.bids),
+                asks=state.levels(diff.asks),
+            )
+        )
+        state.book_id = diff.last_id
+        state.from_snapshot = False
+
+    def _gap(
+        self,
+        state: _Symbol,
+        diff: _DepthDiff,
+        recv_ns: int,
+        out: list[MarketEvent],
+        expected: str,
+    ) -> None:
+        self.counters.book_gaps += 1
+        detail = f"{expected}, got U={diff.first_id} u={diff.last_id} pu={diff.prev_id}"
+        out.append(self._book_status(state, "book_gap", detail, recv_ns))
+        self._resync(state, diff, recv_ns, out, f"sequence gap: {detail}")
+
+    def _resync(
+        self,
+        state: _Symbol,
+        first: _DepthDiff,
+        recv_ns: int,
+        out: list[MarketEvent],
+        detail: str,
+    ) -> None:
+        """Discard the symbol's book, restart buffering at ``first`` and ask for a snapshot."""
+        self.counters.book_resyncs += 1
+        out.append(self._book_status(state, "book_resync", detail, recv_ns))
+        state.book.clear()
+        state.buffer = [_Buffered(first, recv_ns)]
+        state.phase = _BUFFERING
+        state.from_snapshot = False
+        # A snapshot already on its way is still useful: it is checked against the new
+        # first buffered diff on arrival (and fetched again if too old).
+        if not state.fetching:
+            self._fetch(state)
+
+    def _fetch(self, state: _Symbol) -> None:
+        state.fetching = True
+        self._actions.append(FetchSnapshot(key=state.native, url=state.snapshot_url))
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def snapshot_received(self, key: str, body: bytes, recv_ns: int) -> list[MarketEvent]:
+        """Apply the REST depth snapshot for ``key`` (step 2); never raises."""
+        self._now_ns = recv_ns
+        try:
+            return self._snapshot_received(key, body, recv_ns)
+        except Exception as exc:  # a bug of ours; see receive()
+            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
+
+    def _snapshot_received(self, key: str, body: bytes, recv_ns: int) -> list[MarketEvent]:
+        state = self._by_native.get(key.upper())
+        if state is None or not state.depth:
+            return []
+        state.fetching = False
+        if state.phase != _BUFFERING:
+            return []  # an answer to a request from before a reconnect, or a duplicate
+        try:
+            snapshot = _snapshot_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            return [self._bad_snapshot(state, body, str(exc), recv_ns)]
+        out: list[MarketEvent] = []
+        last_id = snapshot.last_update_id
+        buffered = state.buffer
+        skip = 0
+        while skip < len(buffered) and buffered[skip].diff.last_id < last_id:
+            skip += 1
+        if skip < len(buffered) and buffered[skip].diff.first_id > last_id:
+            first = buffered[skip].diff
+            self.counters.book_resyncs += 1
+            detail = (
+                f"snapshot lastUpdateId={last_id} older than buffered U={first.first_id} "
+                f"u={first.last_id}; fetching again"
+            )
+            out.append(self._book_status(state, "book_resync", detail, recv_ns))
+            self._fetch(state)
+            return out
+        book = state.book
+        book.apply_snapshot(snapshot.book_bids, snapshot.book_asks)
+        if book.is_crossed():
+            book.clear()
+            self.counters.book_resyncs += 1
+            detail = f"snapshot lastUpdateId={last_id} is crossed; fetching again"
+            out.append(self._book_status(state, "book_resync", detail, recv_ns))
+            self._fetch(state)
+            return out
+        self.counters.stale_deltas_dropped += skip
+        state.buffer = []
+        state.phase = _SYNCED
+        state.book_id = last_id
+        state.from_snapshot = True
+        out.append(
+            BookSnapshot(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=None if snapshot.time is None else snapshot.time * _MS,
+                ts_recv=recv_ns,
+                sequence=last_id,
+                # The venue's own text, as for every delta; the book only checked it.
+                bids=state.levels(snapshot.bids),
+                asks=state.levels(snapshot.asks),
+            )
+        )
+        # Buffered deltas keep the receive time of their own frame.
+        for item in buffered[skip:]:
+            if state.phase == _SYNCED:
+                self._apply(state, item.diff, item.recv_ns, out)
+            else:  # resynced part way (gap or crossed): the rest waits for the next snapshot
+                self._buffer(state, item.diff, item.recv_ns, out)
+        if state.phase == _SYNCED:
+            detail = f"snapshot lastUpdateId={last_id}, book at u={state.book_id}"
+            out.append(self._book_status(state, "book_synced", detail, recv_ns))
+        return out
+
+    def _bad_snapshot(self, state: _Symbol, body: bytes, reason: str, recv_ns: int) -> VenueStatus:
+        """An unusable snapshot body: report it and ask again."""
+        self._fetch(state)
+        try:
+            error = _error_decoder.decode(body)
+        except msgspec.DecodeError:
+            error = _Error()
+        if error.code is not None:
+            detail = f"depth snapshot refused: code {error.code}: {error.msg}"
+            return self._book_status(state, "venue_error", detail, recv_ns)
+        self.counters.parse_errors += 1
+        return self._book_status(state, "parse_error", f"depth snapshot: {reason}", recv_ns)
+
+    def snapshot_failed(self, key: str, reason: str) -> list[MarketEvent]:
+        """The snapshot fetch failed: ask again (the shell paces retries) and report it."""
+        state = self._by_native.get(key.upper())
+        if state is None or not state.depth:
+            return []
+        state.fetching = False
+        if state.phase != _BUFFERING:
+            return []
+        self.counters.book_resyncs += 1
+        self._fetch(state)
+        # No time comes with this call: stamp the status with the latest time we were given.
+        detail = f"depth snapshot failed: {reason}; fetching again"
+        return [self._book_status(state, "book_resync", detail, self._now_ns)]
+
+    # -- statuses -----------------------------------------------------------------------------
+
+    def _book_status(self, state: _Symbol, kind: str, detail: str, recv_ns: int) -> VenueStatus:
+        return VenueStatus(
+            venue=self.venue,
+            symbol=state.symbol,
+            native_symbol=state.native,
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:_DETAIL_MAX],
+        )
+
+    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
+        return VenueStatus(
+            venue=self.venue,
+            symbol="",
+            native_symbol="",
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:_DETAIL_MAX],
+        )
+
+    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
+        self.counters.parse_errors += 1
+        return self._status("parse_error", detail, recv_ns)
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+
+_PUBLIC_TYPES: Final = frozenset({DataType.L2_ORDERBOOK, DataType.TICKER})
+_MARKET_TYPES: Final = frozenset(
+    {DataType.TRADE, DataType.FUNDING_RATE, DataType.MARK_PRICE, DataType.LIQUIDATION}
+)
+_SUPPORTED: Final = _PUBLIC_TYPES | _MARKET_TYPES
+
+
+def _stream_count(types: frozenset[DataType], route: Route) -> int:
+    """How many streams ``types`` take on ``route`` (funding and mark share ``@markPrice``)."""
+    if route == PUBLIC:
+        return len(types & _PUBLIC_TYPES)
+    market = types & _MARKET_TYPES
+    shared = DataType.FUNDING_RATE in market and DataType.MARK_PRICE in market
+    return len(market) - shared
+
+
+def make_codecs(
+    venue: str,
+    subscriptions: Sequence[Subscription],
+    endpoints: Endpoints,
+    *,
+    credentials: Mapping[str, str] = {},  # public streams need none
+) -> list[Codec]:
+    """Codecs for ``/public`` connections first, then ``/market`` ones, each of at most
+    1024 streams.
+
+    Subscriptions naming the same native symbol (in any case) are merged. Per route, all of
+    a symbol's streams go to one connection (its book and ticker share a codec; its trades,
+    funding, mark price and liquidations share another), and symbols are packed onto
+    connections in the order given.
+    """
+    merged: dict[str, Subscription] = {}
+    for sub in subscriptions:
+        unsupported = sub.data_types - _SUPPORTED
+        if unsupported:
+            names = ", ".join(sorted(unsupported))
+            raise ValueError(f"{venue}: binance USD-M has no {names} ({sub.native_symbol})")
+        if sub.contract_size is not None and not (
+            sub.contract_size.is_finite() and sub.contract_size > 0
+        ):
+            raise ValueError(
+                f"{venue}: contract size of {sub.native_symbol} must be a positive number"
+            )
+        key = sub.native_symbol.upper()
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = sub
+        elif seen.symbol != sub.symbol:
+            raise ValueError(
+                f"{venue}: {sub.native_symbol} mapped to both {seen.symbol} and {sub.symbol}"
+            )
+        elif seen.contract_size != sub.contract_size:
+            raise ValueError(f"{venue}: {sub.native_symbol} given two contract sizes")
+        else:
+            merged[key] = Subscription(
+                seen.native_symbol,
+                seen.symbol,
+                seen.data_types | sub.data_types,
+                seen.contract_size,
+            )
+    codecs: list[Codec] = []
+    for route in (PUBLIC, MARKET):
+        shards: list[list[Subscription]] = []
+        used = MAX_STREAMS_PER_CONNECTION  # forces a first shard
+        for sub in merged.values():
+            n = _stream_count(sub.data_types, route)
+            if n == 0:
+                continue
+            if used + n > MAX_STREAMS_PER_CONNECTION:
+                shards.append([])
+                used = 0
+            shards[-1].append(sub)
+            used += n
+        codecs += [BinanceUsdmCodec(venue, route, shard, endpoints) for shard in shards]
+    return codecs
+
+
+ADAPTER = Adapter(
+    name="binance_usdm",
+    data_types=_SUPPORTED,
+    default_endpoints=Endpoints(
+        ws_url="wss://fstream.binance.com", rest_url="https://fapi.binance.com"
+    ),
+    make_codecs=make_codecs,
+    canonical_symbol=canonical_symbol,
+)
