@@ -1,0 +1,562 @@
+"""Hyperliquid (HyperCore perps and spot): the sans-IO codec for the public WebSocket.
+
+One :class:`HyperliquidCodec` serves one connection to ``<ws_url>`` (``wss://api.hyperliquid.xyz
+/ws``). Every payload arrives as ``{"channel": <type>, "data": ...}``. On
+:meth:`~HyperliquidCodec.connected` the codec queues one ``subscribe`` frame per coin and
+subscription type (Hyperliquid takes exactly one coin per subscription):
+
+* ``trades`` → :class:`~relay.events.Trade`. ``side`` ``"B"`` is a buying taker and ``"A"``
+  a selling taker. (⚠ The docs call the field only "side"; we read it as the aggressor side,
+  as ccxt and third-party SDKs with recorded prints do: a resting bid is hit by an ``A``.)
+  ``tid`` is the trade id (sent as an integer, ccxt's recording has it as a string: both
+  give the same digits). The first frame after subscribing may replay recent trades; they
+  are published too, and their ids make JetStream drop the ones already stored.
+* ``bbo`` → :class:`~relay.events.Ticker` (``bbo[0]`` best bid, ``bbo[1]`` best ask, either
+  may be ``null``), ``ts_venue`` from ``time``; no sequence id exists.
+* ``l2Book`` → :class:`~relay.events.BookSnapshot` only. Every message is a full snapshot of
+  the top levels (20 a side), so there are no deltas, no sequence chain and no checksum.
+  **Sequence mapping:** ``BookSnapshot.sequence`` is the message's ``time`` in epoch
+  **milliseconds** (block time; one book message per block), which makes the message id
+  ``…:l2s:<time>`` identical for the same book seen twice. A snapshot whose ``time`` is not
+  newer than the last one published on this connection is dropped
+  (``counters.stale_deltas_dropped``). A crossed snapshot is corrupt: it is not published,
+  and the coin's ``l2Book`` is resubscribed (``book_resync``); the next good snapshot is
+  published with a ``book_synced`` status, as is the first one after every connect.
+* ``activeAssetCtx`` (perps) → :class:`~relay.events.FundingRate` (``funding``, the current
+  rate **per hour** ⚠, with ``markPx`` and ``oraclePx``), :class:`~relay.events.MarkPrice`
+  (``markPx``; ``oraclePx`` as the index price) and :class:`~relay.events.OpenInterest`
+  (``openInterest``). The context carries **no timestamp**, so ``ts_venue`` is ``None`` and
+  the message ids derive from the values; to keep one event per change, each of the three is
+  emitted only when its values differ from the previous context of that coin on this
+  connection (the server repeats unchanged contexts).
+
+Liquidations have no public stream (user feeds only), so they are not offered.
+
+**Units.** Sizes (``sz``, ``openInterest``) are in base units of the coin as Hyperliquid
+names it (``kPEPE`` = 1000 PEPE). When a subscription sets ``contract_size`` the sizes are
+multiplied by it; prices are never converted, so keep ``kPEPE`` as its own base
+(``kPEPE-USDC-PERP``) rather than scaling it to PEPE.
+
+**Connection.** The server drops a connection that has sent nothing for 60 s: the codec's
+:meth:`~HyperliquidCodec.keepalive` is ``{"method":"ping"}`` every 50 s (the official SDK's
+interval), answered by ``{"channel":"pong"}``. The per-IP limits are 1000 subscriptions and
+2000 client messages a minute over all connections, so ``make_codecs`` builds a single
+connection (more connections would not raise either limit) and refuses more than
+:data:`MAX_SUBSCRIPTIONS` subscriptions. ``{"channel":"error"}`` frames become
+``venue_error`` statuses; no server shutdown notice is documented.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Final, Literal
+
+import msgspec
+
+from relay.book import OrderBook, parse_levels
+from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
+from relay.events import (
+    BookSnapshot,
+    DataType,
+    FundingRate,
+    Level,
+    MarketEvent,
+    MarkPrice,
+    OpenInterest,
+    Ticker,
+    Trade,
+    VenueStatus,
+    check_num,
+)
+
+__all__ = [
+    "ADAPTER",
+    "MAX_SUBSCRIPTIONS",
+    "HyperliquidCodec",
+    "canonical_symbol",
+    "make_codecs",
+]
+
+MAX_SUBSCRIPTIONS: Final = 1000
+"""Hyperliquid's per-IP limit of subscriptions (one per coin and type)."""
+PING_FRAME: Final = '{"method":"ping"}'
+
+_MS: Final = 1_000_000  # Hyperliquid times are epoch milliseconds; events carry nanoseconds.
+_DETAIL_MAX: Final = 200
+
+# ---------------------------------------------------------------------------------------------
+# Symbols
+
+_PERP = re.compile(r"k?[A-Z0-9]+")  # BTC, ETH, kPEPE (k = 1000 units)
+_SPOT_PAIR = re.compile(r"([A-Za-z0-9]+)/([A-Za-z0-9]+)")  # PURR/USDC
+
+
+def canonical_symbol(native: str) -> str | None:
+    """``BTC`` → ``BTC-USDC-PERP``; ``PURR/USDC`` → ``PURR-USDC``; otherwise ``None``.
+
+    Perps are named by their coin alone and are margined and settled in USDC, hence the
+    quote. Spot pairs other than ``PURR/USDC`` are named ``@<index>`` (a position in
+    ``spotMeta.universe``) and HIP-3 perps ``dex:COIN`` (whose collateral need not be USDC):
+    neither can be mapped from the name, so both give ``None``. A later issue replaces this
+    with the ``meta`` / ``spotMeta`` info endpoints (coin and token names, collateral token).
+    """
+    if _PERP.fullmatch(native):
+        return f"{native}-USDC-PERP"
+    if m := _SPOT_PAIR.fullmatch(native):
+        return f"{m.group(1)}-{m.group(2)}"
+    return None
+
+
+def _is_perp_name(native: str) -> bool:
+    """Whether ``native`` names a perp (which has an ``activeAssetCtx``), not a spot pair."""
+    return "/" not in native and not native.startswith("@")
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire formats. Prices and sizes are decimal strings, checked on decode.
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    channel: str
+    data: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+
+
+class _Level(msgspec.Struct, gc=False):
+    px: str
+    sz: str
+
+    def __post_init__(self) -> None:
+        check_num(self.px)
+        check_num(self.sz)
+
+
+class _Trade(msgspec.Struct, gc=False):
+    coin: str
+    side: Literal["B", "A"]
+    px: str
+    sz: str
+    time: int
+    tid: int | str
+
+    def __post_init__(self) -> None:
+        check_num(self.px)
+        check_num(self.sz)
+
+
+class _Bbo(msgspec.Struct, gc=False):
+    coin: str
+    time: int
+    bbo: tuple[_Level | None, _Level | None]
+
+
+class _Book(msgspec.Struct, gc=False):
+    coin: str
+    time: int
+    levels: tuple[list[_Level], list[_Level]]
+
+
+class _Ctx(msgspec.Struct, gc=False):
+    funding: str
+    open_interest: str = msgspec.field(name="openInterest")
+    oracle_px: str = msgspec.field(name="oraclePx")
+    mark_px: str = msgspec.field(name="markPx")
+
+    def __post_init__(self) -> None:
+        for text in (self.funding, self.open_interest, self.oracle_px, self.mark_px):
+            check_num(text)
+
+
+class _AssetCtx(msgspec.Struct, gc=False):
+    coin: str
+    ctx: _Ctx
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_trades_decoder = msgspec.json.Decoder(list[_Trade])
+_bbo_decoder = msgspec.json.Decoder(_Bbo)
+_book_decoder = msgspec.json.Decoder(_Book)
+_ctx_decoder = msgspec.json.Decoder(_AssetCtx)
+_error_decoder = msgspec.json.Decoder(str | dict[str, object] | None)
+_encoder = msgspec.json.Encoder()
+
+
+def _scale(text: str, factor: Decimal | None) -> str:
+    """Contracts to base units: the venue's text when no factor is set (exact either way)."""
+    return text if factor is None else format(Decimal(text) * factor, "f")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-coin state
+
+
+class _Coin:
+    __slots__ = (
+        "book",
+        "book_time",
+        "contract_size",
+        "ctx",
+        "funding",
+        "last_funding",
+        "last_mark",
+        "last_oi",
+        "mark",
+        "native",
+        "oi",
+        "symbol",
+        "synced",
+        "ticker",
+        "trade",
+        "want_book",
+    )
+
+    def __init__(self, sub: Subscription) -> None:
+        self.native = sub.native_symbol
+        self.symbol = sub.symbol
+        self.contract_size = sub.contract_size
+        types = sub.data_types
+        self.trade = DataType.TRADE in types
+        self.ticker = DataType.TICKER in types
+        self.want_book = DataType.L2_ORDERBOOK in types
+        self.funding = DataType.FUNDING_RATE in types
+        self.mark = DataType.MARK_PRICE in types
+        self.oi = DataType.OPEN_INTEREST in types
+        self.ctx = self.funding or self.mark or self.oi
+        self.book = OrderBook()
+        self.reset()
+
+    def reset(self) -> None:
+        self.book.clear()
+        self.book_time = -1
+        """``time`` of the last published snapshot on this connection."""
+        self.synced = False
+        """A snapshot was published since connect / since the last resync."""
+        self.last_funding: tuple[str, str, str] | None = None
+        self.last_mark: tuple[str, str] | None = None
+        self.last_oi: str | None = None
+
+    def subscriptions(self) -> list[dict[str, str]]:
+        out = []
+        if self.trade:
+            out.append({"type": "trades", "coin": self.native})
+        if self.ticker:
+            out.append({"type": "bbo", "coin": self.native})
+        if self.want_book:
+            out.append(self.book_subscription())
+        if self.ctx:
+            out.append({"type": "activeAssetCtx", "coin": self.native})
+        return out
+
+    def book_subscription(self) -> dict[str, str]:
+        # Unsubscribing needs exactly this body again, so there is one place that builds it.
+        return {"type": "l2Book", "coin": self.native}
+
+
+# ---------------------------------------------------------------------------------------------
+# The codec
+
+
+class HyperliquidCodec(Codec):
+    """The protocol state of one Hyperliquid WebSocket connection (see the module docstring).
+
+    Frames for coins or channels this codec did not subscribe are ignored; a frame that is
+    not JSON, has no ``channel``, or whose payload for a subscribed channel has the wrong
+    shape, types or numbers is a ``parse_error`` (``counters.parse_errors``).
+    """
+
+    max_send_rate = 25.0  # 2000 client messages / minute per IP (33/s); keep a margin
+    ping_interval = 50.0  # the server closes after 60 s without a client message
+    max_lifetime = None  # no forced disconnect documented
+
+    def __init__(
+        self, venue: str, subscriptions: Sequence[Subscription], endpoints: Endpoints
+    ) -> None:
+        super().__init__()
+        self.venue = venue
+        self.url = endpoints.ws_url
+        self._coins: dict[str, _Coin] = {}
+        for sub in subscriptions:
+            if sub.native_symbol in self._coins:
+                raise ValueError(f"{venue}: {sub.native_symbol} subscribed twice")
+            self._coins[sub.native_symbol] = _Coin(sub)
+        self.subscriptions: list[dict[str, str]] = [
+            s for coin in self._coins.values() for s in coin.subscriptions()
+        ]
+        """The subscription bodies this connection sends, in order."""
+        if len(self.subscriptions) > MAX_SUBSCRIPTIONS:
+            raise ValueError(
+                f"{venue}: {len(self.subscriptions)} subscriptions "
+                f"(Hyperliquid allows {MAX_SUBSCRIPTIONS} per IP)"
+            )
+        self._handlers = {
+            "trades": self._on_trades,
+            "bbo": self._on_bbo,
+            "l2Book": self._on_book,
+            "activeAssetCtx": self._on_ctx,
+        }
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connected(self, now_ns: int) -> list[MarketEvent]:
+        """Forget per-connection state and queue one ``subscribe`` frame per subscription."""
+        for coin in self._coins.values():
+            coin.reset()
+        for body in self.subscriptions:
+            self._send("subscribe", body)
+        return []
+
+    def keepalive(self) -> str:
+        return PING_FRAME
+
+    def _send(self, method: str, subscription: dict[str, str]) -> None:
+        frame = {"method": method, "subscription": subscription}
+        self._actions.append(SendFrame(_encoder.encode(frame).decode()))
+
+    # -- frames -------------------------------------------------------------------------------
+
+    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
+        self.counters.frames += 1
+        try:
+            env = _envelope_decoder.decode(data)
+            handler = self._handlers.get(env.channel)
+            if handler is not None:
+                return handler(env.data, recv_ns)
+            if env.channel == "error":
+                return [self._venue_error(env.data, recv_ns)]
+            # Acks (subscriptionResponse), pongs, and channels we never subscribe (candle,
+            # allMids: other feeds on a shared replay) carry nothing for us.
+            return []
+        except msgspec.DecodeError as exc:  # includes msgspec.ValidationError
+            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
+        except Exception as exc:  # a bug of ours: report it rather than kill the connection
+            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
+
+    def _venue_error(self, data: msgspec.Raw, recv_ns: int) -> VenueStatus:
+        try:
+            message = _error_decoder.decode(data)
+        except msgspec.DecodeError:
+            message = bytes(data).decode(errors="replace")
+        return self._status("venue_error", f"error: {message}", recv_ns)
+
+    def _on_trades(self, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        out: list[MarketEvent] = []
+        for t in _trades_decoder.decode(data):
+            coin = self._coins.get(t.coin)
+            if coin is None or not coin.trade:
+                continue
+            out.append(
+                Trade(
+                    venue=self.venue,
+                    symbol=coin.symbol,
+                    native_symbol=coin.native,
+                    ts_venue=t.time * _MS,
+                    ts_recv=recv_ns,
+                    trade_id=str(t.tid),
+                    price=t.px,
+                    size=_scale(t.sz, coin.contract_size),
+                    side="buy" if t.side == "B" else "sell",
+                )
+            )
+        return out
+
+    def _on_bbo(self, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        q = _bbo_decoder.decode(data)
+        coin = self._coins.get(q.coin)
+        if coin is None or not coin.ticker:
+            return []
+        bid, ask = q.bbo
+        cs = coin.contract_size
+        return [
+            Ticker(
+                venue=self.venue,
+                symbol=coin.symbol,
+                native_symbol=coin.native,
+                ts_venue=q.time * _MS,
+                ts_recv=recv_ns,
+                bid_price=None if bid is None else bid.px,
+                bid_size=None if bid is None else _scale(bid.sz, cs),
+                ask_price=None if ask is None else ask.px,
+                ask_size=None if ask is None else _scale(ask.sz, cs),
+            )
+        ]
+
+    def _on_book(self, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        book = _book_decoder.decode(data)
+        coin = self._coins.get(book.coin)
+        if coin is None or not coin.want_book:
+            return []
+        if book.time <= coin.book_time:
+            self.counters.stale_deltas_dropped += 1
+            return []
+        cs = coin.contract_size
+        bids: list[Level] = [(lv.px, _scale(lv.sz, cs)) for lv in book.levels[0]]
+        asks: list[Level] = [(lv.px, _scale(lv.sz, cs)) for lv in book.levels[1]]
+        # parse_levels also rejects negative sizes, which check_num lets through.
+        coin.book.apply_snapshot(parse_levels(bids), parse_levels(asks))
+        if coin.book.is_crossed():
+            return [self._resync(coin, book.time, recv_ns)]
+        coin.book_time = book.time
+        out: list[MarketEvent] = [
+            BookSnapshot(
+                venue=self.venue,
+                symbol=coin.symbol,
+                native_symbol=coin.native,
+                ts_venue=book.time * _MS,
+                ts_recv=recv_ns,
+                sequence=book.time,
+                bids=bids,
+                asks=asks,
+            )
+        ]
+        if not coin.synced:
+            coin.synced = True
+            detail = f"l2Book snapshot time={book.time}"
+            out.append(self._coin_status(coin, "book_synced", detail, recv_ns))
+        return out
+
+    def _resync(self, coin: _Coin, time: int, recv_ns: int) -> VenueStatus:
+        """Drop a crossed snapshot and resubscribe the coin's book (that coin only)."""
+        bid, ask = coin.book.best_bid(), coin.book.best_ask()
+        assert bid is not None and ask is not None  # a crossed book has both sides
+        coin.book.clear()
+        coin.synced = False
+        self.counters.book_resyncs += 1
+        body = coin.book_subscription()
+        self._send("unsubscribe", body)
+        self._send("subscribe", body)
+        detail = f"l2Book time={time} crossed: bid {bid[0]} >= ask {ask[0]}; resubscribing"
+        return self._coin_status(coin, "book_resync", detail, recv_ns)
+
+    def _on_ctx(self, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        msg = _ctx_decoder.decode(data)
+        coin = self._coins.get(msg.coin)
+        if coin is None or not coin.ctx:
+            return []
+        ctx = msg.ctx
+        out: list[MarketEvent] = []
+        head = {
+            "venue": self.venue,
+            "symbol": coin.symbol,
+            "native_symbol": coin.native,
+            "ts_venue": None,  # the context carries no time
+            "ts_recv": recv_ns,
+        }
+        funding = (ctx.funding, ctx.mark_px, ctx.oracle_px)
+        if coin.funding and funding != coin.last_funding:
+            coin.last_funding = funding
+            out.append(
+                FundingRate(
+                    **head, rate=ctx.funding, mark_price=ctx.mark_px, index_price=ctx.oracle_px
+                )
+            )
+        mark = (ctx.mark_px, ctx.oracle_px)
+        if coin.mark and mark != coin.last_mark:
+            coin.last_mark = mark
+            out.append(MarkPrice(**head, mark_price=ctx.mark_px, index_price=ctx.oracle_px))
+        if coin.oi and ctx.open_interest != coin.last_oi:
+            coin.last_oi = ctx.open_interest
+            oi = _scale(ctx.open_interest, coin.contract_size)
+            out.append(OpenInterest(**head, open_interest=oi))
+        return out
+
+    # -- statuses -----------------------------------------------------------------------------
+
+    def _coin_status(self, coin: _Coin, kind: str, detail: str, recv_ns: int) -> VenueStatus:
+        return VenueStatus(
+            venue=self.venue,
+            symbol=coin.symbol,
+            native_symbol=coin.native,
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:_DETAIL_MAX],
+        )
+
+    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
+        return VenueStatus(
+            venue=self.venue,
+            symbol="",
+            native_symbol="",
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:_DETAIL_MAX],
+        )
+
+    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
+        self.counters.parse_errors += 1
+        return self._status("parse_error", detail, recv_ns)
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+
+_SUPPORTED: Final = frozenset(
+    {
+        DataType.TRADE,
+        DataType.TICKER,
+        DataType.L2_ORDERBOOK,
+        DataType.FUNDING_RATE,
+        DataType.MARK_PRICE,
+        DataType.OPEN_INTEREST,
+    }
+)
+_PERP_ONLY: Final = frozenset({DataType.FUNDING_RATE, DataType.MARK_PRICE, DataType.OPEN_INTEREST})
+
+
+def make_codecs(
+    venue: str,
+    subscriptions: Sequence[Subscription],
+    endpoints: Endpoints,
+    *,
+    credentials: Mapping[str, str] = {},  # public data needs none
+) -> list[Codec]:
+    """One :class:`HyperliquidCodec` for all ``subscriptions`` (none when there are none).
+
+    Subscriptions of the same native coin (exact spelling: ``kPEPE`` is case-sensitive) are
+    merged. Funding, mark price and open interest exist for perps only: asking them of a
+    spot pair (``PURR/USDC``, ``@107``) is a ``ValueError``, as is any data type Hyperliquid
+    does not publish (liquidations).
+    """
+    merged: dict[str, Subscription] = {}
+    for sub in subscriptions:
+        unsupported = sub.data_types - _SUPPORTED
+        if unsupported:
+            names = ", ".join(sorted(unsupported))
+            raise ValueError(f"{venue}: hyperliquid has no public {names} ({sub.native_symbol})")
+        spot_only = sub.data_types & _PERP_ONLY
+        if spot_only and not _is_perp_name(sub.native_symbol):
+            names = ", ".join(sorted(spot_only))
+            raise ValueError(f"{venue}: {sub.native_symbol} is a spot pair: no {names}")
+        seen = merged.get(sub.native_symbol)
+        if seen is None:
+            merged[sub.native_symbol] = sub
+        elif seen.symbol != sub.symbol or seen.contract_size != sub.contract_size:
+            raise ValueError(
+                f"{venue}: {sub.native_symbol} configured twice differently "
+                f"({seen.symbol} and {sub.symbol})"
+            )
+        else:
+            merged[sub.native_symbol] = Subscription(
+                seen.native_symbol,
+                seen.symbol,
+                seen.data_types | sub.data_types,
+                seen.contract_size,
+            )
+    subs = [s for s in merged.values() if s.data_types]
+    if not subs:
+        return []
+    return [HyperliquidCodec(venue, subs, endpoints)]
+
+
+ADAPTER = Adapter(
+    name="hyperliquid",
+    data_types=_SUPPORTED,
+    default_endpoints=Endpoints(
+        ws_url="wss://api.hyperliquid.xyz/ws", rest_url="https://api.hyperliquid.xyz"
+    ),
+    make_codecs=make_codecs,
+    canonical_symbol=canonical_symbol,
+)
