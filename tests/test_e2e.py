@@ -94,6 +94,15 @@ rest_url = "{venue.rest_url}"
 [[venues.subscriptions]]
 instruments = {json.dumps(SYMBOLS)}
 data_types = ["trade", "ticker", "l2_orderbook"]
+
+# Configured without its API keys: reported as disabled, and nothing else minds.
+[[venues]]
+id = "alpaca"
+adapter = "alpaca"
+
+[[venues.subscriptions]]
+instruments = ["BTC/USD"]
+data_types = ["trade"]
 """
     )
     return path
@@ -158,6 +167,8 @@ async def test_replay_to_jetstream_exactly_once(nats_server: NatsServer, tmp_pat
             assert ready.status_code == 200, ready.text
             health = await http.get(f"{base}/health")
             assert health.status_code == 200, health.text
+            alpaca = health.json()["venues"]["alpaca"]
+            assert alpaca["state"] == "disabled: no credentials (key_id, secret_key)"
             binance = health.json()["venues"]["binance"]
             assert binance["state"] == "streaming"
             assert binance["frames"] == len(load(CAPTURE).received)
