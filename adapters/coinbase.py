@@ -1,0 +1,624 @@
+"""Coinbase Advanced Trade: the sans-IO codec for the public market-data WebSocket.
+
+One :class:`CoinbaseCodec` serves one connection to ``wss://advanced-trade-ws.coinbase.com``
+(no JWT needed for public channels). Every frame is an envelope
+``{"channel", "client_id", "timestamp", "sequence_num", "events": [...]}``; each event has
+``type`` ``snapshot`` or ``update``. On :meth:`~CoinbaseCodec.connected` the codec queues one
+subscribe frame per channel (Coinbase takes one channel per message, many products each):
+
+* ``heartbeats`` (no products): one message a second keeps the connection open; Coinbase
+  closes idle connections after 60-90 s;
+* ``level2`` (data arrives as channel ``l2_data``) → :class:`~relay.events.BookSnapshot`
+  then :class:`~relay.events.BookDelta` events; ``new_quantity`` is the level's new absolute
+  size (``"0"`` deletes), ``side`` is ``bid`` or ``offer``;
+* ``market_trades`` → :class:`~relay.events.Trade`; the first event is a snapshot of recent
+  trades (published too: after a reconnect it refills the gap, and trades already published
+  carry the same ``trade_id`` message id, which JetStream stores once);
+* ``ticker`` → :class:`~relay.events.Ticker` (best bid/ask with quantities and last price,
+  sent on every trade).
+
+**Trade side** ⚠ (coinbase.md §5.1): Advanced Trade documents ``side`` only as ``BUY`` /
+``SELL``. The codec publishes it as the taker side, lower-cased, as documented for the
+unified field and as ccxt reads it; the legacy Exchange feed's ``match.side`` was the maker
+side, which is why this is marked unconfirmed. :data:`TRADE_SIDE` is the one place to flip.
+
+**Gaps** ⚠ (coinbase.md §4, §6): ``sequence_num`` counts the messages of the connection
+across all channels (the captures show ``market_trades`` 0, ``subscriptions`` 1,
+``market_trades`` 2). A jump means messages of unknown channel and product were lost, so
+every book on the connection is affected: each gets ``book_gap`` and ``book_resync``
+statuses, is dropped, and ``level2`` is resubscribed (``unsubscribe`` + ``subscribe``) for a
+fresh snapshot; ``market_trades`` is resubscribed too, since its snapshot refills lost
+trades. Tickers need nothing: the next one supersedes.
+
+**Sequence ids.** Book messages carry only the connection-level ``sequence_num``, which
+restarts at 0 on every connection and so cannot identify an event (message ids built from it
+would collide after a reconnect and JetStream would drop the new events as duplicates).
+Each book's events are numbered by the envelope ``timestamp`` (RFC 3339, ns) instead:
+``sequence = max(timestamp_ns, previous sequence + 1)``; ``first_sequence == sequence``
+and ``prev_sequence`` is the ``sequence`` of the book event published before (the snapshot
+for the first delta). The same frame replayed gets the same ids; a second connection gets
+its own frames and timestamps, so two relays do not share book message ids.
+
+**Sizes** are in base units on spot products. Where a :class:`~relay.codec.Subscription`
+gives a ``contract_size`` (futures products), published sizes are multiplied by it.
+
+``ADAPTER.make_codecs`` puts at most :data:`MAX_PRODUCTS_PER_CONNECTION` products on one
+connection (Coinbase documents no cap; the figure is our choice).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import date
+from decimal import Decimal
+from typing import Final, Literal
+
+import msgspec
+
+from relay.book import Level as BookLevel
+from relay.book import OrderBook, parse_levels
+from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
+from relay.events import (
+    BookDelta,
+    BookSnapshot,
+    DataType,
+    Level,
+    MarketEvent,
+    Side,
+    Ticker,
+    Trade,
+    VenueStatus,
+    check_num,
+)
+
+__all__ = [
+    "ADAPTER",
+    "MAX_PRODUCTS_PER_CONNECTION",
+    "MAX_PRODUCTS_PER_SUBSCRIBE",
+    "TRADE_SIDE",
+    "CoinbaseCodec",
+    "canonical_symbol",
+    "make_codecs",
+    "rfc3339_ns",
+]
+
+MAX_PRODUCTS_PER_CONNECTION: Final = 100
+"""Products per connection: our choice, Coinbase documents no limit (coinbase.md §1 ⚠)."""
+MAX_PRODUCTS_PER_SUBSCRIBE: Final = 100
+"""Products per subscribe frame, to keep request frames small."""
+TRADE_SIDE: Final[dict[str, Side]] = {"BUY": "buy", "SELL": "sell"}
+"""``market_trades.side`` → published taker side (⚠ unconfirmed; see the module docstring)."""
+
+_DETAIL_MAX: Final = 200
+_L2_CHANNEL: Final = "level2"  # the subscription name; its data arrives as "l2_data"
+
+# ---------------------------------------------------------------------------------------------
+# Symbols
+
+
+def canonical_symbol(native: str) -> str | None:
+    """``BTC-USD`` → ``BTC-USD``: spot product ids are already ``BASE-QUOTE``.
+
+    Returns ``None`` for anything else (futures ids such as ``BIT-26JUN26-CDE`` need the
+    products endpoint's ``product_type`` and contract details, which will replace this
+    check once instrument metadata is wired in).
+    """
+    base, dash, quote = native.partition("-")
+    if not dash or not base.isalnum() or not quote.isalnum():
+        return None
+    if not (base.isascii() and quote.isascii()):
+        return None
+    return f"{base.upper()}-{quote.upper()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Times
+
+_RFC3339: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+
+
+def rfc3339_ns(text: str) -> int:
+    """``"2023-02-09T20:32:50.714964855Z"`` → integer nanoseconds since the epoch.
+
+    Up to 9 fractional digits, ``Z`` or a numeric offset; ``ValueError`` otherwise.
+    """
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    y, mo, d, h, mi, s, frac, z, sign, oh, om = m.groups()
+    hour, minute, second = int(h), int(mi), int(s)
+    if hour > 23 or minute > 59 or second > 60:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    days = date(int(y), int(mo), int(d)).toordinal() - _EPOCH_ORDINAL  # validates the date
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second
+    if z is None:
+        offset = int(oh) * 3600 + int(om) * 60
+        seconds -= offset if sign == "+" else -offset
+    nanos = int(frac.ljust(9, "0")) if frac else 0
+    return seconds * 1_000_000_000 + nanos
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire formats. Only the fields the codec uses are declared; msgspec skips the rest.
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    channel: str | None = None
+    timestamp: str | None = None
+    sequence_num: int | None = None
+    events: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    type: str | None = None  # "error" frames
+    message: str | None = None
+    reason: str | None = None
+
+
+class _L2Update(msgspec.Struct, gc=False):
+    side: Literal["bid", "offer"]
+    price_level: str
+    new_quantity: str
+
+
+class _L2Event(msgspec.Struct, gc=False):
+    type: Literal["snapshot", "update"]
+    product_id: str
+    updates: list[_L2Update]
+    # Filled after decoding (the names cannot occur in the JSON).
+    bids: list[Level] = msgspec.field(default_factory=list, name="__bids")
+    asks: list[Level] = msgspec.field(default_factory=list, name="__asks")
+    book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")
+    book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__book_asks")
+
+    def __post_init__(self) -> None:
+        bids: list[Level] = []
+        asks: list[Level] = []
+        for u in self.updates:
+            (bids if u.side == "bid" else asks).append((u.price_level, u.new_quantity))
+        self.bids, self.asks = bids, asks
+        self.book_bids = parse_levels(bids)
+        self.book_asks = parse_levels(asks)
+
+
+class _Trade(msgspec.Struct, gc=False):
+    trade_id: str
+    product_id: str
+    price: str
+    size: str
+    side: Literal["BUY", "SELL"]
+    time: str
+    ts_ns: int = msgspec.field(default=0, name="__ts")
+
+    def __post_init__(self) -> None:
+        check_num(self.price)
+        check_num(self.size)
+        self.ts_ns = rfc3339_ns(self.time)
+
+
+class _TradesEvent(msgspec.Struct, gc=False):
+    trades: list[_Trade] = []
+
+
+class _Ticker(msgspec.Struct, gc=False):
+    product_id: str
+    price: str | None = None
+    best_bid: str | None = None
+    best_bid_quantity: str | None = None
+    best_ask: str | None = None
+    best_ask_quantity: str | None = None
+
+    def __post_init__(self) -> None:
+        for text in (
+            self.price,
+            self.best_bid,
+            self.best_bid_quantity,
+            self.best_ask,
+            self.best_ask_quantity,
+        ):
+            if text is not None:
+                check_num(text)
+
+
+class _TickerEvent(msgspec.Struct, gc=False):
+    tickers: list[_Ticker] = []
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_l2_decoder = msgspec.json.Decoder(list[_L2Event])
+_trades_decoder = msgspec.json.Decoder(list[_TradesEvent])
+_ticker_decoder = msgspec.json.Decoder(list[_TickerEvent])
+_request_encoder = msgspec.json.Encoder()
+
+# ---------------------------------------------------------------------------------------------
+# Per-product state
+
+
+class _Product:
+    __slots__ = (
+        "book",
+        "book_wanted",
+        "contract_size",
+        "last_sequence",
+        "native",
+        "symbol",
+        "synced",
+        "ticker",
+        "trade",
+    )
+
+    def __init__(self, sub: Subscription) -> None:
+        self.native = sub.native_symbol
+        self.symbol = sub.symbol
+        self.trade = DataType.TRADE in sub.data_types
+        self.ticker = DataType.TICKER in sub.data_types
+        self.book_wanted = DataType.L2_ORDERBOOK in sub.data_types
+        self.contract_size = sub.contract_size
+        self.book = OrderBook()
+        self.synced = False
+        """A snapshot was published on this connection since the last resync."""
+        self.last_sequence = 0
+        """The ``sequence`` of the last published book event (kept across reconnects)."""
+
+    def size(self, text: str) -> str:
+        """A venue size as published: scaled by the contract size, if any."""
+        if self.contract_size is None:
+            return text
+        return format(Decimal(text) * self.contract_size, "f")
+
+    def levels(self, levels: list[Level]) -> list[Level]:
+        if self.contract_size is None:
+            return levels
+        return [(price, self.size(qty)) for price, qty in levels]
+
+    def next_sequence(self, ts_ns: int) -> int:
+        seq = max(ts_ns, self.last_sequence + 1)
+        self.last_sequence = seq
+        return seq
+
+
+# ---------------------------------------------------------------------------------------------
+# The codec
+
+
+class CoinbaseCodec(Codec):
+    """The protocol state of one Coinbase Advanced Trade market-data connection.
+
+    **Books** (coinbase.md §6): the first ``l2_data`` event of type ``snapshot`` for a
+    product sets its book and is published as a :class:`~relay.events.BookSnapshot` with a
+    ``book_synced`` status; a later snapshot (after a resubscribe) replaces the book the same
+    way. ``update`` events are applied in order and published as
+    :class:`~relay.events.BookDelta`; updates for a product without a snapshot on this
+    connection are dropped (``counters.stale_deltas_dropped``). There is no checksum; a
+    book left crossed by an update is corrupt: the delta is not published and the product
+    alone is resynced (``unsubscribe`` + ``subscribe`` of ``level2`` for that product).
+    A ``sequence_num`` gap resyncs every book on the connection (module docstring).
+
+    **Other frames.** ``subscriptions`` acks and ``heartbeats`` carry no market data (the
+    heartbeats' ``sequence_num`` still feeds the gap check). ``{"type": "error"}`` frames
+    become ``venue_error`` statuses. Channels not asked for (``candles``, ``status``) are
+    ignored; undecodable frames become ``parse_error`` statuses.
+    """
+
+    max_send_rate = 4.0  # 8 unauthenticated messages/s per IP; leave room for other connections
+    ping_interval = None  # no application ping: the heartbeats channel keeps the connection open
+    max_lifetime = None  # no documented forced disconnect ⚠
+
+    def __init__(
+        self, venue: str, subscriptions: Sequence[Subscription], endpoints: Endpoints
+    ) -> None:
+        """One connection for ``subscriptions`` (distinct product ids)."""
+        super().__init__()
+        self.venue = venue
+        self.url = endpoints.ws_url
+        self._products: dict[str, _Product] = {}
+        for sub in subscriptions:
+            if sub.native_symbol in self._products:
+                raise ValueError(f"{venue}: {sub.native_symbol} subscribed twice")
+            self._products[sub.native_symbol] = _Product(sub)
+        states = list(self._products.values())
+        self._book_ids = [p.native for p in states if p.book_wanted]
+        self._trade_ids = [p.native for p in states if p.trade]
+        self._ticker_ids = [p.native for p in states if p.ticker]
+        self._next_sequence_num: int | None = None
+        """The ``sequence_num`` expected next; ``None`` until the first message."""
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connected(self, now_ns: int) -> list[MarketEvent]:
+        """Reset every book and the sequence check; queue the subscribe frames."""
+        self._next_sequence_num = None
+        for state in self._products.values():
+            state.book.clear()
+            state.synced = False
+        if self._products:
+            self._send({"type": "subscribe", "channel": "heartbeats"})
+        self._channel("subscribe", _L2_CHANNEL, self._book_ids)
+        self._channel("subscribe", "market_trades", self._trade_ids)
+        self._channel("subscribe", "ticker", self._ticker_ids)
+        return []
+
+    def _send(self, frame: dict[str, object]) -> None:
+        self._actions.append(SendFrame(_request_encoder.encode(frame).decode()))
+
+    def _channel(self, kind: str, channel: str, product_ids: list[str]) -> None:
+        for start in range(0, len(product_ids), MAX_PRODUCTS_PER_SUBSCRIBE):
+            chunk = product_ids[start : start + MAX_PRODUCTS_PER_SUBSCRIBE]
+            self._send({"type": kind, "product_ids": chunk, "channel": channel})
+
+    def _resubscribe(self, channel: str, product_ids: list[str]) -> None:
+        self._channel("unsubscribe", channel, product_ids)
+        self._channel("subscribe", channel, product_ids)
+
+    # -- frames -------------------------------------------------------------------------------
+
+    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
+        self.counters.frames += 1
+        try:
+            return self._receive(data, recv_ns)
+        except (msgspec.DecodeError, ValueError) as exc:  # incl. msgspec.ValidationError
+            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
+        except Exception as exc:  # a bug of ours: report it rather than kill the connection
+            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
+
+    def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        env = _envelope_decoder.decode(data)
+        channel = env.channel
+        if channel is None:
+            if env.type == "error":
+                detail = f"error: {env.message or ''} {env.reason or ''}".strip()
+                return [self._status("venue_error", detail, recv_ns)]
+            return [self._parse_error("unrecognized frame", recv_ns)]
+        if env.timestamp is None or env.sequence_num is None:
+            return [self._parse_error(f"{channel}: no timestamp or sequence_num", recv_ns)]
+        ts_ns = rfc3339_ns(env.timestamp)
+        out: list[MarketEvent] = []
+        self._check_sequence(env.sequence_num, recv_ns, out)
+        if env.events is msgspec.UNSET:
+            if channel in ("l2_data", "market_trades", "ticker"):
+                out.append(self._parse_error(f"{channel}: no events", recv_ns))
+            return out
+        if channel == "l2_data":
+            self._on_l2(env.events, ts_ns, recv_ns, out)
+        elif channel == "market_trades":
+            self._on_trades(env.events, recv_ns, out)
+        elif channel == "ticker":
+            self._on_ticker(env.events, ts_ns, recv_ns, out)
+        # heartbeats, subscriptions and channels not asked for: nothing to publish
+        return out
+
+    def _check_sequence(self, sequence_num: int, recv_ns: int, out: list[MarketEvent]) -> None:
+        expected = self._next_sequence_num
+        if expected is None or sequence_num == expected:
+            self._next_sequence_num = sequence_num + 1
+            return
+        if sequence_num < expected:
+            return  # a repeat or reordering: nothing was lost, keep the expectation
+        self._next_sequence_num = sequence_num + 1
+        detail = f"sequence_num jumped from {expected - 1} to {sequence_num}"
+        resync: list[str] = []
+        for state in self._products.values():
+            if not state.book_wanted:
+                continue
+            self.counters.book_gaps += 1
+            self.counters.book_resyncs += 1
+            out.append(self._book_status(state, "book_gap", detail, recv_ns))
+            out.append(self._book_status(state, "book_resync", f"{detail}; resubscribing", recv_ns))
+            state.book.clear()
+            state.synced = False
+            resync.append(state.native)
+        self._resubscribe(_L2_CHANNEL, resync)
+        self._resubscribe("market_trades", self._trade_ids)
+
+    # -- trades and tickers -------------------------------------------------------------------
+
+    def _on_trades(self, events: msgspec.Raw, recv_ns: int, out: list[MarketEvent]) -> None:
+        for event in _trades_decoder.decode(events):
+            # Snapshots list the newest trade first; publish in trade order.
+            trades = sorted(event.trades, key=lambda t: t.ts_ns)
+            for t in trades:
+                state = self._products.get(t.product_id)
+                if state is None or not state.trade:
+                    continue
+                out.append(
+                    Trade(
+                        venue=self.venue,
+                        symbol=state.symbol,
+                        native_symbol=state.native,
+                        ts_venue=t.ts_ns,
+                        ts_recv=recv_ns,
+                        trade_id=t.trade_id,
+                        price=t.price,
+                        size=state.size(t.size),
+                        side=TRADE_SIDE[t.side],
+                    )
+                )
+
+    def _on_ticker(
+        self, events: msgspec.Raw, ts_ns: int, recv_ns: int, out: list[MarketEvent]
+    ) -> None:
+        # The message id of a ticker is its venue time, the envelope's: should one frame
+        # carry two quotes of a product, only the later one (which supersedes) is published.
+        latest: dict[str, _Ticker] = {}
+        for event in _ticker_decoder.decode(events):
+            for q in event.tickers:
+                latest[q.product_id] = q
+        for product_id, q in latest.items():
+            state = self._products.get(product_id)
+            if state is None or not state.ticker:
+                continue
+            bid_qty, ask_qty = q.best_bid_quantity, q.best_ask_quantity
+            out.append(
+                Ticker(
+                    venue=self.venue,
+                    symbol=state.symbol,
+                    native_symbol=state.native,
+                    ts_venue=ts_ns,
+                    ts_recv=recv_ns,
+                    bid_price=q.best_bid,
+                    bid_size=None if bid_qty is None else state.size(bid_qty),
+                    ask_price=q.best_ask,
+                    ask_size=None if ask_qty is None else state.size(ask_qty),
+                    last_price=q.price,
+                )
+            )
+
+    # -- order book ---------------------------------------------------------------------------
+
+    def _on_l2(self, events: msgspec.Raw, ts_ns: int, recv_ns: int, out: list[MarketEvent]) -> None:
+        for event in _l2_decoder.decode(events):
+            state = self._products.get(event.product_id)
+            if state is None or not state.book_wanted:
+                continue
+            if event.type == "snapshot":
+                self._snapshot(state, event, ts_ns, recv_ns, out)
+            elif state.synced:
+                self._update(state, event, ts_ns, recv_ns, out)
+            else:
+                self.counters.stale_deltas_dropped += 1
+
+    def _snapshot(
+        self, state: _Product, event: _L2Event, ts_ns: int, recv_ns: int, out: list[MarketEvent]
+    ) -> None:
+        book = state.book
+        book.apply_snapshot(event.book_bids, event.book_asks)
+        if self._crossed(state, "snapshot", recv_ns, out):
+            return
+        out.append(
+            BookSnapshot(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=ts_ns,
+                ts_recv=recv_ns,
+                sequence=state.next_sequence(ts_ns),
+                bids=state.levels(event.bids),
+                asks=state.levels(event.asks),
+            )
+        )
+        state.synced = True
+        detail = f"snapshot applied: {len(book.bids)} bids, {len(book.asks)} asks"
+        out.append(self._book_status(state, "book_synced", detail, recv_ns))
+
+    def _update(
+        self, state: _Product, event: _L2Event, ts_ns: int, recv_ns: int, out: list[MarketEvent]
+    ) -> None:
+        state.book.apply_delta(event.book_bids, event.book_asks)
+        if self._crossed(state, "update", recv_ns, out):
+            return
+        prev = state.last_sequence
+        sequence = state.next_sequence(ts_ns)
+        out.append(
+            BookDelta(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=ts_ns,
+                ts_recv=recv_ns,
+                first_sequence=sequence,
+                sequence=sequence,
+                prev_sequence=prev,
+                bids=state.levels(event.bids),
+                asks=state.levels(event.asks),
+            )
+        )
+
+    def _crossed(self, state: _Product, what: str, recv_ns: int, out: list[MarketEvent]) -> bool:
+        """Whether the book is crossed; if so report it and resync the product."""
+        book = state.book
+        if not book.is_crossed():
+            return False
+        bid, ask = book.best_bid(), book.best_ask()
+        assert bid is not None and ask is not None  # a crossed book has both sides
+        self.counters.book_resyncs += 1
+        detail = f"book crossed after {what}: bid {bid[0]} >= ask {ask[0]}; resubscribing"
+        out.append(self._book_status(state, "book_resync", detail, recv_ns))
+        book.clear()
+        state.synced = False
+        self._resubscribe(_L2_CHANNEL, [state.native])
+        return True
+
+    # -- statuses -----------------------------------------------------------------------------
+
+    def _book_status(self, state: _Product, kind: str, detail: str, recv_ns: int) -> VenueStatus:
+        return VenueStatus(
+            venue=self.venue,
+            symbol=state.symbol,
+            native_symbol=state.native,
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:_DETAIL_MAX],
+        )
+
+    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
+        return VenueStatus(
+            venue=self.venue,
+            symbol="",
+            native_symbol="",
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:_DETAIL_MAX],
+        )
+
+    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
+        self.counters.parse_errors += 1
+        return self._status("parse_error", detail, recv_ns)
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+
+_SUPPORTED: Final = frozenset({DataType.TRADE, DataType.TICKER, DataType.L2_ORDERBOOK})
+
+
+def make_codecs(
+    venue: str,
+    subscriptions: Sequence[Subscription],
+    endpoints: Endpoints,
+    *,
+    credentials: Mapping[str, str] = {},  # public channels need none
+) -> list[Codec]:
+    """One :class:`CoinbaseCodec` per :data:`MAX_PRODUCTS_PER_CONNECTION` products.
+
+    Subscriptions naming the same product id are merged; products are packed in the order
+    given.
+    """
+    merged: dict[str, Subscription] = {}
+    for sub in subscriptions:
+        unsupported = sub.data_types - _SUPPORTED
+        if unsupported:
+            names = ", ".join(sorted(unsupported))
+            raise ValueError(f"{venue}: coinbase has no {names} ({sub.native_symbol})")
+        seen = merged.get(sub.native_symbol)
+        if seen is None:
+            merged[sub.native_symbol] = sub
+        elif seen.symbol != sub.symbol or seen.contract_size != sub.contract_size:
+            raise ValueError(f"{venue}: {sub.native_symbol} configured twice, differently")
+        else:
+            merged[sub.native_symbol] = Subscription(
+                seen.native_symbol,
+                seen.symbol,
+                seen.data_types | sub.data_types,
+                seen.contract_size,
+            )
+    subs = [s for s in merged.values() if s.data_types]
+    return [
+        CoinbaseCodec(venue, subs[i : i + MAX_PRODUCTS_PER_CONNECTION], endpoints)
+        for i in range(0, len(subs), MAX_PRODUCTS_PER_CONNECTION)
+    ]
+
+
+ADAPTER = Adapter(
+    name="coinbase",
+    data_types=_SUPPORTED,
+    default_endpoints=Endpoints(
+        ws_url="wss://advanced-trade-ws.coinbase.com", rest_url="https://api.coinbase.com"
+    ),
+    make_codecs=make_codecs,
+    canonical_symbol=canonical_symbol,
+)
