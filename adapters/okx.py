@@ -1,0 +1,809 @@
+"""OKX v5: the sans-IO codec for the public market-data WebSocket (``/ws/v5/public``).
+
+One :class:`OkxCodec` serves one connection to ``wss://ws.okx.com:8443/ws/v5/public``. Every
+channel used here lives on ``/public``; the unaggregated ``trades-all`` tape and candles live
+on ``/ws/v5/business`` and are deliberately not used (one URL per codec). On
+:meth:`~OkxCodec.connected` the codec queues ``subscribe`` requests with many
+``{channel, instId}`` args each (each request is one unit of OKX's 480 requests/hour budget):
+
+* ``trades`` → :class:`~relay.events.Trade` (OKX aggregates fills per taker order and price;
+  ``tradeId`` is the last fill id of the aggregate, ``side`` the taker side);
+* ``tickers`` → :class:`~relay.events.Ticker` (best bid/ask and last price);
+* ``books`` (400 levels, 100 ms) → :class:`~relay.events.BookSnapshot` then
+  :class:`~relay.events.BookDelta` (see :class:`OkxCodec` for the sync rules);
+* ``funding-rate`` (swaps) → :class:`~relay.events.FundingRate`;
+* ``mark-price`` → :class:`~relay.events.MarkPrice`;
+* ``liquidation-orders`` (subscribed per ``instType``: ``SWAP``, ``FUTURES``, ``MARGIN`` for
+  spot pairs, ``OPTION``) → :class:`~relay.events.Liquidation` for the subscribed
+  instruments only. OKX samples this stream (at most one order per contract per second).
+
+**Units.** Spot sizes are base units. SWAP/FUTURES sizes (trade ``sz``, ticker ``bidSz``/
+``askSz``, book level sizes, liquidation ``sz``) are *contracts*; when the subscription has a
+``contract_size`` (OKX ``ctVal``) the published sizes are ``contracts × contract_size``
+(exact Decimal arithmetic). The codec's own book keeps the venue's contract strings, because
+the checksum is computed over them.
+
+**Sequence ids** (``BookSnapshot.sequence`` / ``BookDelta``): ``sequence`` is the message's
+``seqId`` and ``prev_sequence`` the ``sequence`` of the message it follows on this book
+(equal to the update's ``prevSeqId``). ``first_sequence`` is ``None``: OKX ids are not
+contiguous, a message has no id range. Messages from before OKX introduced ``seqId`` (the
+2022 capture) carry none: then ``sequence`` is the message's ``ts`` in milliseconds, no chain
+check is possible, and the checksum is the only integrity check.
+
+**Keepalive.** The client sends the text ``ping`` every :attr:`OkxCodec.ping_interval`
+seconds (OKX closes a connection silent for 30 s) and the server answers ``pong``, which is
+dropped. A ``notice`` with code ``64008`` (service upgrade, ~60 s before OKX closes the
+connection) becomes a ``server_shutdown`` status and a :class:`~relay.codec.Reconnect`.
+
+``ADAPTER.make_codecs`` shards subscriptions so that a connection holds at most
+:data:`MAX_BOOKS_PER_CONNECTION` ``books`` channels (OKX recommends fewer than 30 heavy book
+channels per connection) and :data:`MAX_CHANNELS_PER_CONNECTION` channels in all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Final
+
+import msgspec
+
+from relay.book import Level as BookLevel
+from relay.book import OrderBook, parse_levels
+from relay.checksum import book_checksum, ms_text_to_ns
+from relay.codec import Adapter, Codec, Endpoints, Reconnect, SendFrame, Subscription
+from relay.events import (
+    BookDelta,
+    BookSnapshot,
+    DataType,
+    FundingRate,
+    Level,
+    Liquidation,
+    MarketEvent,
+    MarkPrice,
+    Side,
+    Ticker,
+    Trade,
+    VenueStatus,
+    check_num,
+)
+
+__all__ = [
+    "ADAPTER",
+    "MAX_ARGS_PER_REQUEST",
+    "MAX_BOOKS_PER_CONNECTION",
+    "MAX_CHANNELS_PER_CONNECTION",
+    "OkxCodec",
+    "canonical_symbol",
+    "inst_type",
+    "make_codecs",
+]
+
+MAX_BOOKS_PER_CONNECTION: Final = 29
+"""``books`` channels per connection: OKX recommends fewer than 30 heavy book channels."""
+MAX_CHANNELS_PER_CONNECTION: Final = 200
+"""Channels per connection. OKX documents no number (only close codes 4008/4009 "too many
+channels"); this is our conservative choice."""
+MAX_ARGS_PER_REQUEST: Final = 100
+"""Args per ``subscribe`` request: about 5 kB, far below OKX's 64 kB request limit."""
+
+_DETAIL_MAX: Final = 200
+_SHUTDOWN_CODE: Final = "64008"
+
+# ---------------------------------------------------------------------------------------------
+# Symbols
+
+
+def inst_type(native: str) -> str | None:
+    """OKX ``instType`` of an ``instId``: ``SPOT``, ``SWAP``, ``FUTURES``, ``OPTION`` or None."""
+    parts = native.upper().split("-")
+    if len(parts) == 2 and all(parts):
+        return "SPOT"
+    if len(parts) == 3 and all(parts):
+        if parts[2] == "SWAP":
+            return "SWAP"
+        if len(parts[2]) == 6 and parts[2].isdigit():
+            return "FUTURES"
+    if len(parts) == 5 and parts[4] in ("C", "P"):
+        return "OPTION"
+    return None
+
+
+def canonical_symbol(native: str) -> str | None:
+    """``BTC-USDT`` → ``BTC-USDT``, ``BTC-USDT-SWAP`` → ``BTC-USDT-PERP``,
+    ``BTC-USD-250328`` → ``BTC-USD-250328``; options and anything else → ``None``.
+
+    The instId spells base and quote with a delimiter, so this is exact for the kinds it
+    knows; ``GET /api/v5/public/instruments`` (``baseCcy``/``quoteCcy``/``ctVal``) will
+    replace it once instrument metadata is loaded.
+    """
+    kind = inst_type(native)
+    parts = native.upper().split("-")
+    if kind == "SPOT":
+        return f"{parts[0]}-{parts[1]}"
+    if kind == "SWAP":
+        return f"{parts[0]}-{parts[1]}-PERP"
+    if kind == "FUTURES":
+        return f"{parts[0]}-{parts[1]}-{parts[2]}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire formats. Only the fields the codec uses are declared; msgspec skips the rest. Prices
+# and sizes stay the venue's text; ``__post_init__`` checks it (msgspec turns the ValueError
+# into a decode error).
+
+
+class _Arg(msgspec.Struct, gc=False):
+    channel: str
+    instId: str | None = None
+    instType: str | None = None
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    """Any frame: a push (``arg`` + ``data``), an ack, an error or a notice."""
+
+    event: str | None = None
+    code: str | int | None = None
+    msg: str | None = None
+    arg: _Arg | None = None
+    action: str | None = None
+    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Trade(msgspec.Struct, gc=False):
+    instId: str
+    tradeId: str
+    px: str
+    sz: str
+    side: Side
+    ts: str
+
+    def __post_init__(self) -> None:
+        check_num(self.px)
+        check_num(self.sz)
+
+
+def _opt_num(text: str) -> str | None:
+    """OKX writes an absent value (no bid on an empty book) as ``""``."""
+    return check_num(text) if text else None
+
+
+class _Ticker(msgspec.Struct, gc=False):
+    instId: str
+    ts: str
+    last: str = ""
+    bidPx: str = ""
+    bidSz: str = ""
+    askPx: str = ""
+    askSz: str = ""
+
+    def __post_init__(self) -> None:
+        for text in (self.last, self.bidPx, self.bidSz, self.askPx, self.askSz):
+            _opt_num(text)
+
+
+class _Funding(msgspec.Struct, gc=False):
+    instId: str
+    fundingRate: str
+    ts: str
+    fundingTime: str = ""
+
+    def __post_init__(self) -> None:
+        check_num(self.fundingRate)
+
+
+class _Mark(msgspec.Struct, gc=False):
+    instId: str
+    markPx: str
+    ts: str
+
+    def __post_init__(self) -> None:
+        check_num(self.markPx)
+
+
+class _LiqDetail(msgspec.Struct, gc=False):
+    bkPx: str
+    sz: str
+    side: Side
+    ts: str
+    posSide: str = ""
+
+    def __post_init__(self) -> None:
+        check_num(self.bkPx)
+        check_num(self.sz)
+
+
+class _Liquidation(msgspec.Struct, gc=False):
+    instId: str
+    details: list[_LiqDetail]
+
+
+class _Book(msgspec.Struct, gc=False):
+    """One ``books`` message. Levels are ``[price, size, "0", orders]``."""
+
+    asks: list[list[str]]
+    bids: list[list[str]]
+    ts: str
+    checksum: int = 0
+    seqId: int | None = None
+    prevSeqId: int | None = None
+    # Not in the JSON (the names cannot occur there); filled after decoding.
+    wire_bids: list[Level] = msgspec.field(default_factory=list, name="__wire_bids")
+    wire_asks: list[Level] = msgspec.field(default_factory=list, name="__wire_asks")
+    book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")
+    book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__book_asks")
+    ts_ns: int = msgspec.field(default=0, name="__ts_ns")
+
+    def __post_init__(self) -> None:
+        # Everything is validated here, before the book is touched: a bad message must not
+        # leave a half-applied book behind.
+        self.ts_ns = ms_text_to_ns(self.ts)
+        self.wire_bids = _price_size(self.bids)
+        self.wire_asks = _price_size(self.asks)
+        self.book_bids = parse_levels(self.wire_bids)
+        self.book_asks = parse_levels(self.wire_asks)
+
+
+def _price_size(levels: list[list[str]]) -> list[Level]:
+    out: list[Level] = []
+    for level in levels:
+        if len(level) < 2:
+            raise ValueError("a book level needs a price and a size")
+        out.append((level[0], level[1]))
+    return out
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_trades_decoder = msgspec.json.Decoder(list[_Trade])
+_tickers_decoder = msgspec.json.Decoder(list[_Ticker])
+_funding_decoder = msgspec.json.Decoder(list[_Funding])
+_mark_decoder = msgspec.json.Decoder(list[_Mark])
+_liquidation_decoder = msgspec.json.Decoder(list[_Liquidation])
+_books_decoder = msgspec.json.Decoder(list[_Book])
+_request_encoder = msgspec.json.Encoder()
+
+# ---------------------------------------------------------------------------------------------
+# Per-symbol state
+
+_CHANNEL_OF: Final = {
+    DataType.TRADE: "trades",
+    DataType.TICKER: "tickers",
+    DataType.L2_ORDERBOOK: "books",
+    DataType.FUNDING_RATE: "funding-rate",
+    DataType.MARK_PRICE: "mark-price",
+}
+_LIQ_INST_TYPE: Final = {"SPOT": "MARGIN", "SWAP": "SWAP", "FUTURES": "FUTURES", "OPTION": "OPTION"}
+
+
+class _Symbol:
+    """Everything the codec knows about one subscribed instrument."""
+
+    __slots__ = (
+        "book",
+        "contract_size",
+        "data_types",
+        "native",
+        "seq_id",
+        "sequence",
+        "symbol",
+        "synced",
+    )
+
+    def __init__(self, sub: Subscription) -> None:
+        self.native = sub.native_symbol.upper()
+        self.symbol = sub.symbol
+        self.data_types = sub.data_types
+        self.contract_size = sub.contract_size
+        self.book = OrderBook()
+        self.synced = False
+        """A snapshot was applied (and published) on this connection; deltas may follow."""
+        self.seq_id: int | None = None
+        """The venue ``seqId`` of the last applied book message (None before seqId existed)."""
+        self.sequence = 0
+        """The ``sequence`` published for the last applied book message."""
+
+    def channels(self) -> list[str]:
+        return [_CHANNEL_OF[t] for t in _CHANNEL_OF if t in self.data_types]
+
+    def reset(self) -> None:
+        self.book.clear()
+        self.synced = False
+        self.seq_id = None
+        self.sequence = 0
+
+
+def _scale(size: str, contract_size: Decimal | None) -> str:
+    """Contracts → base units (exact), or the venue's text unchanged without a contract size."""
+    if contract_size is None:
+        return size
+    return format(Decimal(size) * contract_size, "f")
+
+
+def _scale_levels(levels: list[Level], contract_size: Decimal | None) -> list[Level]:
+    if contract_size is None:
+        return levels
+    return [(price, format(Decimal(size) * contract_size, "f")) for price, size in levels]
+
+
+# ---------------------------------------------------------------------------------------------
+# The codec
+
+
+class OkxCodec(Codec):
+    """The protocol state of one OKX ``/ws/v5/public`` connection.
+
+    **Book sync** (per instrument; okx.md section 5):
+
+    1. The first ``books`` message after subscribing is ``action: "snapshot"``
+       (``prevSeqId = -1``): it replaces the book, is checked (checksum, crossed), and is
+       published as a :class:`~relay.events.BookSnapshot`, followed by a ``book_synced``
+       status. A later snapshot (after a resubscribe) replaces the book again.
+    2. Each ``update`` must have ``prevSeqId`` equal to the ``seqId`` of the previous
+       message; the documented special cases pass this rule and are accepted: a no-op
+       (``seqId == prevSeqId``, no levels; applied, checked, not published) and a sequence
+       reset after maintenance (``seqId < prevSeqId``; published, and the chain continues
+       from the new ``seqId``). A message without ``seqId`` (pre-2023 OKX) is not chain
+       checked. Anything else is a gap: ``book_gap`` + ``book_resync`` statuses.
+    3. After applying a message, whenever its ``checksum`` is non-zero (OKX sends ``0``
+       since it retired the checksum in 2026), the CRC32 of the top 25 interleaved levels
+       of the codec's book (:func:`relay.checksum.book_checksum`) must equal it; otherwise
+       ``checksum_mismatch`` + ``book_resync``. A crossed book is treated the same way
+       (``book_resync`` with the crossing prices).
+    4. Resync: the instrument's book is dropped, nothing more is published for it until the
+       next snapshot, and an ``unsubscribe`` + ``subscribe`` of its ``books`` channel is
+       queued (OKX sends a fresh snapshot on subscribe). Updates arriving meanwhile (still
+       in flight from the old subscription) are dropped (``counters.stale_deltas_dropped``).
+       Only that instrument resyncs.
+
+    **Other frames.** Subscribe/unsubscribe acks and ``pong`` are dropped; ``event: error``
+    becomes ``venue_error``; ``notice`` 64008 becomes ``server_shutdown`` + Reconnect. Pushes
+    for instruments or channels this codec did not subscribe (e.g. a shared replay) are
+    ignored. Anything undecodable counts ``counters.parse_errors`` and becomes a
+    ``parse_error`` status.
+    """
+
+    max_send_rate = 3.0  # subscribe/unsubscribe requests; OKX answers 60014 when too frequent
+    ping_interval = 20.0  # OKX closes a connection after 30 s without traffic
+    max_lifetime = None  # no documented forced disconnect; upgrades are announced (64008)
+
+    def __init__(
+        self, venue: str, subscriptions: Sequence[Subscription], endpoints: Endpoints
+    ) -> None:
+        """One connection for ``subscriptions`` (distinct native symbols)."""
+        super().__init__()
+        self.venue = venue
+        self.url = endpoints.ws_url
+        self._symbols: dict[str, _Symbol] = {}
+        for sub in subscriptions:
+            state = _Symbol(sub)
+            if state.native in self._symbols:
+                raise ValueError(f"{venue}: {sub.native_symbol} subscribed twice")
+            self._symbols[state.native] = state
+        self.args: list[dict[str, str]] = [
+            {"channel": channel, "instId": state.native}
+            for state in self._symbols.values()
+            for channel in state.channels()
+        ]
+        """The subscribe args this connection sends, in order."""
+        liq_types = sorted(
+            {
+                _LIQ_INST_TYPE[kind]
+                for state in self._symbols.values()
+                if DataType.LIQUIDATION in state.data_types
+                and (kind := inst_type(state.native)) is not None
+            }
+        )
+        self.args += [{"channel": "liquidation-orders", "instType": t} for t in liq_types]
+        self._handlers = {
+            "trades": self._on_trades,
+            "tickers": self._on_tickers,
+            "books": self._on_books,
+            "funding-rate": self._on_funding,
+            "mark-price": self._on_mark,
+            "liquidation-orders": self._on_liquidation,
+        }
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connected(self, now_ns: int) -> list[MarketEvent]:
+        """Reset every book and queue the ``subscribe`` requests."""
+        for state in self._symbols.values():
+            state.reset()
+        args = self.args
+        for start in range(0, len(args), MAX_ARGS_PER_REQUEST):
+            self._send("subscribe", args[start : start + MAX_ARGS_PER_REQUEST])
+        return []
+
+    def keepalive(self) -> str | None:
+        return "ping"
+
+    def _send(self, op: str, args: list[dict[str, str]]) -> None:
+        frame = _request_encoder.encode({"op": op, "args": args}).decode()
+        self._actions.append(SendFrame(frame))
+
+    # -- frames -------------------------------------------------------------------------------
+
+    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
+        self.counters.frames += 1
+        try:
+            return self._receive(data, recv_ns)
+        except (msgspec.DecodeError, ValueError) as exc:  # DecodeError covers validation
+            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
+        except Exception as exc:  # a bug of ours; the contract says never raise
+            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
+
+    def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        if data == "pong" or data == b"pong":
+            return []
+        env = _envelope_decoder.decode(data)
+        event = env.event
+        if event is not None:
+            return self._on_event(env, event, recv_ns)
+        arg = env.arg
+        if arg is None or env.data is msgspec.UNSET:
+            return [self._parse_error("neither a push nor an event", recv_ns)]
+        handler = self._handlers.get(arg.channel)
+        if handler is None:
+            return []  # a channel we never subscribe (shared replay)
+        try:
+            return handler(env, env.data, recv_ns)
+        except msgspec.DecodeError as exc:
+            return [self._parse_error(f"{arg.channel}: {exc}", recv_ns)]
+
+    def _on_event(self, env: _Envelope, event: str, recv_ns: int) -> list[MarketEvent]:
+        if event == "error":
+            return [self._status("venue_error", f"code {env.code}: {env.msg}", recv_ns)]
+        if event == "notice":
+            if str(env.code) == _SHUTDOWN_CODE:
+                self._actions.append(Reconnect("service upgrade notice 64008"))
+                detail = f"notice {env.code}: {env.msg}; reconnecting"
+                return [self._status("server_shutdown", detail, recv_ns)]
+            return [self._status("venue_error", f"notice {env.code}: {env.msg}", recv_ns)]
+        # subscribe / unsubscribe acks, channel-conn-count and other informational events
+        return []
+
+    def _lookup(self, item_inst: str, data_type: DataType) -> _Symbol | None:
+        state = self._symbols.get(item_inst)
+        if state is None or data_type not in state.data_types:
+            return None
+        return state
+
+    # -- trades, tickers, funding, mark, liquidations -----------------------------------------
+
+    def _on_trades(self, env: _Envelope, raw: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        out: list[MarketEvent] = []
+        for t in _trades_decoder.decode(raw):
+            state = self._lookup(t.instId, DataType.TRADE)
+            if state is None:
+                continue
+            out.append(
+                Trade(
+                    venue=self.venue,
+                    symbol=state.symbol,
+                    native_symbol=state.native,
+                    ts_venue=ms_text_to_ns(t.ts),
+                    ts_recv=recv_ns,
+                    trade_id=t.tradeId,
+                    price=t.px,
+                    size=_scale(t.sz, state.contract_size),
+                    side=t.side,
+                )
+            )
+        return out
+
+    def _on_tickers(self, env: _Envelope, raw: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        out: list[MarketEvent] = []
+        for t in _tickers_decoder.decode(raw):
+            state = self._lookup(t.instId, DataType.TICKER)
+            if state is None:
+                continue
+            cs = state.contract_size
+            out.append(
+                Ticker(
+                    venue=self.venue,
+                    symbol=state.symbol,
+                    native_symbol=state.native,
+                    ts_venue=ms_text_to_ns(t.ts),
+                    ts_recv=recv_ns,
+                    bid_price=t.bidPx or None,
+                    bid_size=_scale(t.bidSz, cs) if t.bidSz else None,
+                    ask_price=t.askPx or None,
+                    ask_size=_scale(t.askSz, cs) if t.askSz else None,
+                    last_price=t.last or None,
+                )
+            )
+        return out
+
+    def _on_funding(self, env: _Envelope, raw: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        out: list[MarketEvent] = []
+        for f in _funding_decoder.decode(raw):
+            state = self._lookup(f.instId, DataType.FUNDING_RATE)
+            if state is None:
+                continue
+            out.append(
+                FundingRate(
+                    venue=self.venue,
+                    symbol=state.symbol,
+                    native_symbol=state.native,
+                    ts_venue=ms_text_to_ns(f.ts),
+                    ts_recv=recv_ns,
+                    rate=f.fundingRate,
+                    # ``fundingRate`` is the rate of the period that settles at
+                    # ``fundingTime``; ``nextFundingTime`` is the settlement after that.
+                    next_funding_ts=ms_text_to_ns(f.fundingTime) if f.fundingTime else None,
+                )
+            )
+        return out
+
+    def _on_mark(self, env: _Envelope, raw: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        out: list[MarketEvent] = []
+        for m in _mark_decoder.decode(raw):
+            state = self._lookup(m.instId, DataType.MARK_PRICE)
+            if state is None:
+                continue
+            out.append(
+                MarkPrice(
+                    venue=self.venue,
+                    symbol=state.symbol,
+                    native_symbol=state.native,
+                    ts_venue=ms_text_to_ns(m.ts),
+                    ts_recv=recv_ns,
+                    mark_price=m.markPx,
+                )
+            )
+        return out
+
+    def _on_liquidation(self, env: _Envelope, raw: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        out: list[MarketEvent] = []
+        for item in _liquidation_decoder.decode(raw):
+            state = self._lookup(item.instId, DataType.LIQUIDATION)
+            if state is None:
+                continue  # the channel covers a whole instType; keep our instruments only
+            for d in item.details:
+                out.append(
+                    Liquidation(
+                        venue=self.venue,
+                        symbol=state.symbol,
+                        native_symbol=state.native,
+                        ts_venue=ms_text_to_ns(d.ts),
+                        ts_recv=recv_ns,
+                        side=_position_side(d),
+                        price=d.bkPx,
+                        size=_scale(d.sz, state.contract_size),
+                    )
+                )
+        return out
+
+    # -- order book ---------------------------------------------------------------------------
+
+    def _on_books(self, env: _Envelope, raw: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+        arg = env.arg
+        assert arg is not None  # checked by _receive
+        state = self._lookup((arg.instId or "").upper(), DataType.L2_ORDERBOOK)
+        if state is None:
+            return []
+        action = env.action
+        if action not in ("snapshot", "update"):
+            return [self._parse_error(f"books: unknown action {action!r}", recv_ns)]
+        out: list[MarketEvent] = []
+        for msg in _books_decoder.decode(raw):
+            if action == "snapshot":
+                self._snapshot(state, msg, recv_ns, out)
+            elif state.synced:
+                self._update(state, msg, recv_ns, out)
+            else:
+                # Still in flight from before a resync (or from a subscription whose
+                # snapshot we have not seen): meaningless without its snapshot.
+                self.counters.stale_deltas_dropped += 1
+        return out
+
+    def _snapshot(self, state: _Symbol, msg: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
+        book = state.book
+        book.apply_snapshot(msg.book_bids, msg.book_asks)
+        if not self._book_ok(state, msg, recv_ns, out):
+            return
+        sequence = msg.seqId if msg.seqId is not None else msg.ts_ns // 1_000_000
+        state.synced = True
+        state.seq_id = msg.seqId
+        state.sequence = sequence
+        cs = state.contract_size
+        out.append(
+            BookSnapshot(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=msg.ts_ns,
+                ts_recv=recv_ns,
+                sequence=sequence,
+                # The venue's text as sent (contract sizes scaled), as for every delta.
+                bids=_scale_levels(msg.wire_bids, cs),
+                asks=_scale_levels(msg.wire_asks, cs),
+            )
+        )
+        detail = f"snapshot seqId={msg.seqId} levels={len(book)}"
+        out.append(self._book_status(state, "book_synced", detail, recv_ns))
+
+    def _update(self, state: _Symbol, msg: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
+        seq_id = msg.seqId
+        if msg.prevSeqId is not None and msg.prevSeqId != state.seq_id:
+            self.counters.book_gaps += 1
+            detail = f"prevSeqId={msg.prevSeqId} but last seqId={state.seq_id} (seqId={seq_id})"
+            out.append(self._book_status(state, "book_gap", detail, recv_ns))
+            self._resync(state, f"sequence gap: {detail}", recv_ns, out)
+            return
+        state.book.apply_delta(msg.book_bids, msg.book_asks)
+        if not self._book_ok(state, msg, recv_ns, out):
+            return
+        if seq_id is not None and seq_id == msg.prevSeqId:
+            return  # the documented no-op heartbeat: nothing changed, nothing to publish
+        prev = state.sequence
+        sequence = seq_id if seq_id is not None else msg.ts_ns // 1_000_000
+        state.seq_id = seq_id
+        state.sequence = sequence
+        cs = state.contract_size
+        out.append(
+            BookDelta(
+                venue=self.venue,
+                symbol=state.symbol,
+                native_symbol=state.native,
+                ts_venue=msg.ts_ns,
+                ts_recv=recv_ns,
+                first_sequence=None,
+                sequence=sequence,
+                prev_sequence=prev,
+                bids=_scale_levels(msg.wire_bids, cs),
+                asks=_scale_levels(msg.wire_asks, cs),
+            )
+        )
+
+    def _book_ok(self, state: _Symbol, msg: _Book, recv_ns: int, out: list[MarketEvent]) -> bool:
+        """Check the book after applying ``msg``; on failure resync and return False."""
+        book = state.book
+        if msg.checksum:
+            ours = book_checksum(book)
+            if ours != msg.checksum:
+                self.counters.checksum_failures += 1
+                detail = f"checksum {msg.checksum}, book gives {ours} (seqId={msg.seqId})"
+                out.append(self._book_status(state, "checksum_mismatch", detail, recv_ns))
+                self._resync(state, f"checksum mismatch: {detail}", recv_ns, out)
+                return False
+        if book.is_crossed():
+            bid, ask = book.best_bid(), book.best_ask()
+            assert bid is not None and ask is not None  # a crossed book has both sides
+            detail = f"book crossed at seqId={msg.seqId}: bid {bid[0]} >= ask {ask[0]}"
+            self._resync(state, detail, recv_ns, out)
+            return False
+        return True
+
+    def _resync(self, state: _Symbol, detail: str, recv_ns: int, out: list[MarketEvent]) -> None:
+        """Drop the instrument's book and resubscribe its ``books`` channel (new snapshot)."""
+        self.counters.book_resyncs += 1
+        out.append(self._book_status(state, "book_resync", f"{detail}; resubscribing", recv_ns))
+        state.reset()
+        arg = [{"channel": "books", "instId": state.native}]
+        self._send("unsubscribe", arg)
+        self._send("subscribe", arg)
+
+    # -- statuses -----------------------------------------------------------------------------
+
+    def _book_status(self, state: _Symbol, kind: str, detail: str, recv_ns: int) -> VenueStatus:
+        return VenueStatus(
+            venue=self.venue,
+            symbol=state.symbol,
+            native_symbol=state.native,
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:_DETAIL_MAX],
+        )
+
+    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
+        return VenueStatus(
+            venue=self.venue,
+            symbol="",
+            native_symbol="",
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:_DETAIL_MAX],
+        )
+
+    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
+        self.counters.parse_errors += 1
+        return self._status("parse_error", detail, recv_ns)
+
+
+def _position_side(d: _LiqDetail) -> Side:
+    """The liquidated position's side: ``buy`` = a long was liquidated.
+
+    ``posSide`` says it directly in long/short mode; in net mode (``posSide: "net"``) the
+    liquidation *order* side is the opposite of the position's (a sell closes a long).
+    """
+    if d.posSide == "long":
+        return "buy"
+    if d.posSide == "short":
+        return "sell"
+    return "buy" if d.side == "sell" else "sell"
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+
+_SUPPORTED: Final = frozenset(
+    {
+        DataType.TRADE,
+        DataType.TICKER,
+        DataType.L2_ORDERBOOK,
+        DataType.FUNDING_RATE,
+        DataType.MARK_PRICE,
+        DataType.LIQUIDATION,
+    }
+)
+
+
+def make_codecs(
+    venue: str,
+    subscriptions: Sequence[Subscription],
+    endpoints: Endpoints,
+    *,
+    credentials: Mapping[str, str] = {},  # public channels need none
+) -> list[Codec]:
+    """One :class:`OkxCodec` per connection.
+
+    Subscriptions naming the same instId (in any case) are merged. A connection holds at
+    most :data:`MAX_BOOKS_PER_CONNECTION` ``books`` channels and
+    :data:`MAX_CHANNELS_PER_CONNECTION` channels; an instrument's channels always share one
+    connection (its ``liquidation-orders`` instType subscription counts one channel).
+    """
+    merged: dict[str, Subscription] = {}
+    for sub in subscriptions:
+        unsupported = sub.data_types - _SUPPORTED
+        if unsupported:
+            names = ", ".join(sorted(unsupported))
+            raise ValueError(f"{venue}: okx codec has no {names} ({sub.native_symbol})")
+        if inst_type(sub.native_symbol) is None:
+            raise ValueError(f"{venue}: {sub.native_symbol} is not an OKX instId")
+        key = sub.native_symbol.upper()
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = sub
+        elif seen.symbol != sub.symbol or seen.contract_size != sub.contract_size:
+            raise ValueError(f"{venue}: {sub.native_symbol} configured twice, differently")
+        else:
+            merged[key] = Subscription(
+                seen.native_symbol,
+                seen.symbol,
+                seen.data_types | sub.data_types,
+                seen.contract_size,
+            )
+    shards: list[list[Subscription]] = []
+    books = channels = 0
+    for sub in merged.values():
+        n = len(sub.data_types)
+        if n == 0:
+            continue
+        n_books = int(DataType.L2_ORDERBOOK in sub.data_types)
+        if (
+            not shards
+            or books + n_books > MAX_BOOKS_PER_CONNECTION
+            or channels + n > MAX_CHANNELS_PER_CONNECTION
+        ):
+            shards.append([])
+            books = channels = 0
+        shards[-1].append(sub)
+        books += n_books
+        channels += n
+    return [OkxCodec(venue, shard, endpoints) for shard in shards]
+
+
+ADAPTER = Adapter(
+    name="okx",
+    data_types=_SUPPORTED,
+    default_endpoints=Endpoints(
+        ws_url="wss://ws.okx.com:8443/ws/v5/public", rest_url="https://www.okx.com"
+    ),
+    make_codecs=make_codecs,
+    canonical_symbol=canonical_symbol,
+)

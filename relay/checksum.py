@@ -1,0 +1,86 @@
+"""Order-book checksums: the CRC32 of the interleaved top 25 levels (OKX v5, Bitget v2).
+
+OKX and Bitget use the same scheme (okx.md and bitget.md, "Checksum"): take the best 25
+bids and the best 25 asks of the book *after* applying a message, and join, level by level,
+``bid1px:bid1sz:ask1px:ask1sz:bid2px:bid2sz:ask2px:ask2sz:…`` with ``:``; when one side has
+fewer levels its missing entries are skipped (not written empty). The strings are the ones
+the venue sent. The CRC32 (zlib / IEEE 802.3) of that ASCII text, read as a **signed** 32-bit
+integer, is the ``checksum`` field of the message.
+
+A venue level's text comes back from :class:`~relay.book.OrderBook` as a
+:class:`~decimal.Decimal`; ``format(d, "f")`` writes a Decimal built from plain notation
+(``"0.00003530"``, ``"100"``, ``"5.0"``) back exactly as it was written, digits, trailing
+zeros and all, which is what the checksum needs. (It would not restore exponent notation
+such as ``"1E-8"``, which neither venue sends.)
+
+Also here: :func:`ms_text_to_ns`, the strict reading of the millisecond timestamps both
+venues send as decimal strings.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Final
+
+from relay.book import OrderBook
+
+__all__ = [
+    "CHECKSUM_DEPTH",
+    "book_checksum",
+    "checksum_text",
+    "crc32_signed",
+    "ms_text_to_ns",
+]
+
+CHECKSUM_DEPTH: Final = 25
+"""Levels per side the OKX / Bitget checksum covers."""
+
+_MS: Final = 1_000_000
+
+
+def crc32_signed(text: str) -> int:
+    """CRC32 of ``text`` (ASCII/UTF-8) as a signed 32-bit integer, as OKX and Bitget send it."""
+    crc = zlib.crc32(text.encode())
+    return crc - 0x1_0000_0000 if crc & 0x8000_0000 else crc
+
+
+def checksum_text(
+    bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]], depth: int = CHECKSUM_DEPTH
+) -> str:
+    """The interleaved ``bidpx:bidsz:askpx:asksz:…`` string of the best ``depth`` levels.
+
+    ``bids`` and ``asks`` are text levels, best first; only the first ``depth`` of each
+    are used, and a side that runs out first simply contributes nothing further.
+    """
+    parts: list[str] = []
+    n_bids = min(len(bids), depth)
+    n_asks = min(len(asks), depth)
+    for i in range(max(n_bids, n_asks)):
+        if i < n_bids:
+            parts += bids[i]
+        if i < n_asks:
+            parts += asks[i]
+    return ":".join(parts)
+
+
+def _texts(levels: Iterable[tuple[Decimal, Decimal]]) -> list[tuple[str, str]]:
+    return [(format(price, "f"), format(size, "f")) for price, size in levels]
+
+
+def book_checksum(book: OrderBook, depth: int = CHECKSUM_DEPTH) -> int:
+    """The signed CRC32 checksum of ``book``'s best ``depth`` levels per side."""
+    bids, asks = book.top(depth)
+    return crc32_signed(checksum_text(_texts(bids), _texts(asks), depth))
+
+
+def ms_text_to_ns(text: str) -> int:
+    """``"1597026383085"`` (epoch milliseconds as a decimal string) → nanoseconds.
+
+    Stricter than ``int()``, which would also take ``" 1"``, ``"+1"``, ``"1_0"`` or
+    non-ASCII digits: anything but plain ASCII digits raises ``ValueError``.
+    """
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"not a millisecond timestamp: {text!r}")
+    return int(text) * _MS
