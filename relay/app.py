@@ -137,5 +137,6 @@ class Relay:
                     health=health,
                     backoff=venue.backoff,
                     breaker=venue.circuit_breaker,
+                    rest=venue.rest,
                 )
                 nursery.start_soon(supervisor.run, name=f"venue:{venue.id}")

@@ -44,6 +44,7 @@ __all__ = [
     "HttpConfig",
     "NatsConfig",
     "PipelineConfig",
+    "RestConfig",
     "ServiceConfig",
     "StreamConfig",
     "SubscriptionConfig",
@@ -264,6 +265,20 @@ class BreakerConfig(_Section, frozen=True, kw_only=True):
     """Trial connections allowed while half-open."""
 
 
+class RestConfig(_Section, frozen=True, kw_only=True):
+    """``[venues.rest]``: the budget for the venue's REST snapshot requests.
+
+    The defaults keep well inside the strictest venue's IP limits (Binance spot: a
+    1000-level depth snapshot weighs 50 of 6000 per minute), so a reconnect with hundreds
+    of books is staggered instead of getting the IP banned.
+    """
+
+    requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    """Sustained snapshot requests per second."""
+    burst: PositiveInt = 5
+    """Requests that may go out at once after a quiet spell."""
+
+
 class SubscriptionConfig(_Section, frozen=True, kw_only=True):
     """``[[venues.subscriptions]]``: instruments (native symbols) and what to get for them."""
 
@@ -284,6 +299,7 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
     connection: ConnectionConfig = msgspec.field(default_factory=ConnectionConfig)
     backoff: BackoffConfig = msgspec.field(default_factory=BackoffConfig)
     circuit_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    rest: RestConfig = msgspec.field(default_factory=RestConfig)
     credentials: dict[str, NonEmptyStr] = msgspec.field(default_factory=dict)
     """``[venues.credentials]``: API keys for venues that need them, by the names the adapter
     lists in ``required_credentials``; usually ``"${VAR}"``. Never printed or logged."""

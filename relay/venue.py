@@ -21,7 +21,7 @@ import trio
 
 from relay.breaker import CircuitBreaker
 from relay.codec import Codec, FetchSnapshot, Reconnect, SendFrame
-from relay.config import BackoffConfig, BreakerConfig
+from relay.config import BackoffConfig, BreakerConfig, RestConfig
 from relay.events import MarketEvent, VenueStatus
 from relay.health import ConnectionHealth, VenueHealth
 from relay.metrics import CIRCUIT_STATES, Metrics
@@ -35,8 +35,10 @@ IDLE_PING_AFTER = 20.0
 """Seconds without a frame before we ping the venue to check the socket is alive."""
 PONG_TIMEOUT = 10.0
 SNAPSHOT_TIMEOUT = 15.0
-SNAPSHOT_SPACING = 0.25
-"""Minimum seconds between two REST snapshot requests of one venue."""
+SNAPSHOT_RETRY_AFTER = 1.0
+"""Seconds a venue's snapshot requests wait after one failed for another reason than 429."""
+RETRY_AFTER_DEFAULT = 60.0
+"""Hold-off after a 429/418 without a usable ``Retry-After``."""
 
 
 class _PlannedReconnect(Exception):
@@ -47,28 +49,42 @@ class _HealthyEnd(Exception):
     """A connection that had been streaming ended; backoff starts over."""
 
 
-class RestGate:
-    """Spaces a venue's REST requests and honours the venue's ``Retry-After``."""
+class RestBudget:
+    """A venue's REST request budget: a token bucket shared by all its connections.
 
-    def __init__(self, spacing: float) -> None:
-        self._spacing = spacing
-        self._lock = trio.Lock()
-        self._next = 0.0
+    ``rate`` requests per second are allowed on average and up to ``burst`` at once, so
+    the snapshots of a reconnect with many books are staggered. An answer of 429 or 418
+    (or any ``Retry-After``) holds every request of the venue back until the venue's time
+    is up: a venue that starts refusing must not be asked again sooner.
+    """
 
-    async def __aenter__(self) -> None:
-        await self._lock.acquire()
-        try:
-            await trio.sleep_until(self._next)
-        except BaseException:
-            self._lock.release()
-            raise
+    def __init__(self, rate: float, burst: int) -> None:
+        self._interval = 1 / rate
+        self._burst = burst
+        self._tokens = float(burst)
+        self._updated = trio.current_time()
+        self._held_until = 0.0
+        self._lock = trio.Lock()  # FIFO: requests go out in the order they asked
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._next = max(self._next, trio.current_time() + self._spacing)
-        self._lock.release()
+    async def acquire(self) -> None:
+        """Wait for a token (and for any hold-off to end), then take it."""
+        async with self._lock:
+            while True:
+                now = trio.current_time()
+                self._tokens = min(
+                    self._burst, self._tokens + (now - self._updated) / self._interval
+                )
+                self._updated = now
+                if now >= self._held_until and self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                wait_token = (1 - self._tokens) * self._interval
+                await trio.sleep(max(self._held_until - now, wait_token, 0))
 
     def hold_off(self, seconds: float) -> None:
-        self._next = max(self._next, trio.current_time() + seconds)
+        """No request before ``seconds`` from now; the bucket is emptied too."""
+        self._held_until = max(self._held_until, trio.current_time() + seconds)
+        self._tokens = 0.0
 
 
 class _Backoff(tenacity.wait.wait_base):
@@ -99,6 +115,7 @@ class VenueSupervisor:
         health: VenueHealth,
         backoff: BackoffConfig,
         breaker: BreakerConfig,
+        rest: RestConfig,
     ) -> None:
         self.venue = venue
         self._codecs = codecs
@@ -108,7 +125,7 @@ class VenueSupervisor:
         self._health = health
         self._backoff = backoff
         self._breaker_config = breaker
-        self._rest_gate = RestGate(SNAPSHOT_SPACING)
+        self._rest = RestBudget(rest.requests_per_second, rest.burst)
         health.connections = [ConnectionHealth(codec.url) for codec in codecs]
 
     async def run(self) -> None:
@@ -257,23 +274,23 @@ class VenueSupervisor:
         sends: trio.MemorySendChannel[str],
     ) -> None:
         outcome = self._metrics.snapshot_requests
-        async with self._rest_gate:
-            try:
-                response = await self._http.get(request.url, timeout=SNAPSHOT_TIMEOUT)
-                if response.status_code in (418, 429):
-                    self._rest_gate.hold_off(_retry_after(response))
-                response.raise_for_status()
-            except httpx.HTTPError as exc:
-                outcome.labels(self.venue, "error").inc()
-                log.warning(
-                    "snapshot request failed", venue=self.venue, url=request.url, error=str(exc)
-                )
-                # The codec will ask again; make that wait instead of hammering the venue.
-                self._rest_gate.hold_off(1.0)
-                events = codec.snapshot_failed(request.key, _describe(exc))
-            else:
-                outcome.labels(self.venue, "ok").inc()
-                events = codec.snapshot_received(request.key, response.content, time.time_ns())
+        await self._rest.acquire()
+        try:
+            response = await self._http.get(request.url, timeout=SNAPSHOT_TIMEOUT)
+            if response.status_code in (418, 429) or "Retry-After" in response.headers:
+                self._rest.hold_off(_retry_after(response))
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            outcome.labels(self.venue, "error").inc()
+            log.warning(
+                "snapshot request failed", venue=self.venue, url=request.url, error=str(exc)
+            )
+            # The codec asks again at once; the budget makes that wait.
+            self._rest.hold_off(SNAPSHOT_RETRY_AFTER)
+            events = codec.snapshot_failed(request.key, _describe(exc))
+        else:
+            outcome.labels(self.venue, "ok").inc()
+            events = codec.snapshot_received(request.key, response.content, time.time_ns())
         await self._emit(codec, events, nursery, sends)
 
     @staticmethod
@@ -305,10 +322,12 @@ def _is_failure(exc: BaseException) -> bool:
 
 
 def _retry_after(response: httpx.Response) -> float:
+    """Seconds the venue asks us to wait (``Retry-After`` in seconds; HTTP dates are rare
+    from these APIs and fall back to the default)."""
     try:
-        return float(response.headers.get("Retry-After", "60"))
-    except ValueError:
-        return 60.0
+        return max(0.0, float(response.headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return RETRY_AFTER_DEFAULT
 
 
 def _cause(exc: BaseException) -> BaseException:

@@ -5,18 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from quart import request
+from quart_trio import QuartTrio
 
 from adapters.binance import ADAPTER
 from relay.breaker import CircuitBreaker
 from relay.captures import load
 from relay.codec import Codec, Endpoints, Reconnect, Subscription
-from relay.config import BackoffConfig, BreakerConfig
+from relay.config import BackoffConfig, BreakerConfig, RestConfig
 from relay.events import DataType, MarketEvent, VenueStatus
 from relay.health import VenueHealth
 from relay.metrics import Metrics
 from relay.replay import ReplayVenue
-from relay.venue import VenueSupervisor
+from relay.venue import RestBudget, VenueSupervisor
 
 CAPTURE = Path(__file__).parent / "data" / "cryptofeed" / "BINANCE.ws.1.0"
 SYMBOLS = ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]
@@ -62,6 +67,7 @@ def supervisor(
         health=health,
         backoff=FAST_BACKOFF,
         breaker=breaker or BreakerConfig(),
+        rest=RestConfig(requests_per_second=4.0, burst=4),
     )
     return sup, health
 
@@ -248,3 +254,49 @@ async def test_failed_snapshots_are_counted_and_asked_again() -> None:
     # No book event may be published without its snapshot.
     assert not [e for e in collector.events if type(e).__name__ in ("BookSnapshot", "BookDelta")]
     assert health.connections[0].reconnects == 0
+
+
+async def test_rest_budget_staggers_and_holds_off(autojump_clock: trio.abc.Clock) -> None:
+    budget = RestBudget(rate=2.0, burst=3)
+    start = trio.current_time()
+    times = []
+    for _ in range(6):
+        await budget.acquire()
+        times.append(round(trio.current_time() - start, 3))
+    assert times == [0, 0, 0, 0.5, 1.0, 1.5]
+    budget.hold_off(10)
+    await budget.acquire()
+    assert trio.current_time() - start == pytest.approx(11.5)
+
+
+async def test_snapshot_429_holds_the_venue_off(nursery: trio.Nursery) -> None:
+    """A real HTTP 429 with Retry-After: the next snapshot request waits that long."""
+    recording = load(CAPTURE)
+    bodies = {h.url.split("symbol=")[1].split("&")[0]: h.body for h in recording.http}
+    requests: list[float] = []
+    app = QuartTrio("rest429")
+
+    @app.get("/api/v3/depth")
+    async def depth() -> tuple[str, int, dict[str, str]]:
+        requests.append(trio.current_time())
+        if len(requests) == 1:
+            return "{}", 429, {"Retry-After": "1"}
+        return bodies[request.args["symbol"]], 200, {"Content-Type": "application/json"}
+
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    [rest_url] = await nursery.start(hypercorn_serve, app, config)
+    venue = ReplayVenue(recording, pace="recorded", speed=5.0)
+    await nursery.start(venue.serve)
+    types = frozenset({DataType.L2_ORDERBOOK})
+    subs = [Subscription(s, ADAPTER.canonical_symbol(s) or s, types) for s in SYMBOLS]
+    codecs = ADAPTER.make_codecs("binance", subs, Endpoints(venue.ws_url, rest_url))
+    metrics, collector = Metrics(), Collector()
+    async with httpx.AsyncClient() as http:
+        nursery.start_soon(collector.run)
+        sup, _ = supervisor("binance", codecs, collector, http, metrics)
+        nursery.start_soon(sup.run)
+        await wait_until(lambda: len(collector.statuses("book_synced")) == len(SYMBOLS))
+        nursery.cancel_scope.cancel()
+    assert requests[1] - requests[0] >= 1.0
+    assert metric(metrics, "relay_snapshot_requests_total", venue="binance", outcome="error") == 1
