@@ -61,16 +61,20 @@ Canonical symbols: ``BTC/USD`` → ``BTC-USD``; stocks are quoted in dollars: ``
 
 from __future__ import annotations
 
-import calendar
 import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from functools import lru_cache
 from typing import Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from adapters._common import (
+    check_finite,
+    chunks,
+    decimal_text,
+    merge_subscriptions,
+)
 from relay.book import OrderBook, parse_levels
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
 from relay.events import (
@@ -81,8 +85,8 @@ from relay.events import (
     MarketEvent,
     Ticker,
     Trade,
-    VenueStatus,
 )
+from relay.timestamps import rfc3339_ns
 
 __all__ = [
     "ADAPTER",
@@ -93,7 +97,6 @@ __all__ = [
     "feed_of",
     "feed_urls",
     "make_codecs",
-    "parse_time",
 ]
 
 CRYPTO_PATH: Final = "/v1beta3/crypto/us"
@@ -101,7 +104,6 @@ DEFAULT_STOCKS_PATH: Final = "/v2/iex"
 MAX_SYMBOLS_PER_FRAME: Final = 100
 """Symbols per subscribe frame (Alpaca documents no limit; this keeps frames near 2 kB)."""
 
-_DETAIL_MAX: Final = 200
 Feed = Literal["crypto", "stocks"]
 
 # ---------------------------------------------------------------------------------------------
@@ -145,43 +147,8 @@ def feed_urls(ws_url: str) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Times
-
-_RFC3339 = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))"
-)
-
-
-@lru_cache(maxsize=64)
-def _day_seconds(day: str) -> int:
-    # Parsing the date is the slow part and a stream stays on one day for hours.
-    year, month, mday = (int(x) for x in day.split("-"))
-    return calendar.timegm((year, month, mday, 0, 0, 0))
-
-
-def parse_time(text: str) -> int:
-    """RFC 3339 (``2024-03-12T10:27:48.858228144Z``) → integer ns since the epoch, exactly."""
-    m = _RFC3339.fullmatch(text)
-    if m is None:
-        raise ValueError(f"not an RFC 3339 time: {text!r}")
-    day, hh, mm, ss, frac, sign, oh, om = m.groups()
-    seconds = _day_seconds(day) + int(hh) * 3600 + int(mm) * 60 + int(ss)
-    if sign is not None:
-        offset = int(oh) * 3600 + int(om) * 60
-        seconds -= offset if sign == "+" else -offset
-    ns = int(frac.ljust(9, "0")) if frac else 0
-    return seconds * 1_000_000_000 + ns
-
-
-# ---------------------------------------------------------------------------------------------
 # Wire formats. Numbers decode to Decimal with the digits as sent; __post_init__ rejects
 # NaN/Infinity (which msgspec accepts from strings) and bad times.
-
-
-def _finite(*values: Decimal) -> None:
-    for v in values:
-        if not v.is_finite():
-            raise ValueError(f"not a finite number: {v}")
 
 
 class _Head(msgspec.Struct, gc=False):
@@ -203,8 +170,8 @@ class _Trade(msgspec.Struct, gc=False):
     ts: int = msgspec.field(default=0, name="__ts")  # filled from ``time``
 
     def __post_init__(self) -> None:
-        _finite(self.price, self.size)
-        self.ts = parse_time(self.time)
+        check_finite(self.price, self.size)
+        self.ts = rfc3339_ns(self.time)
 
 
 class _Quote(msgspec.Struct, gc=False):
@@ -217,8 +184,8 @@ class _Quote(msgspec.Struct, gc=False):
     ts: int = msgspec.field(default=0, name="__ts")
 
     def __post_init__(self) -> None:
-        _finite(self.bid_price, self.bid_size, self.ask_price, self.ask_size)
-        self.ts = parse_time(self.time)
+        check_finite(self.bid_price, self.bid_size, self.ask_price, self.ask_size)
+        self.ts = rfc3339_ns(self.time)
 
 
 class _Level(msgspec.Struct, gc=False):
@@ -235,7 +202,7 @@ class _Book(msgspec.Struct, gc=False):
     ts: int = msgspec.field(default=0, name="__ts")
 
     def __post_init__(self) -> None:
-        self.ts = parse_time(self.time)
+        self.ts = rfc3339_ns(self.time)
 
 
 _frame_decoder = msgspec.json.Decoder(list[msgspec.Raw])
@@ -252,11 +219,6 @@ _ERROR_HINTS: Final = {
     406: "another connection to this feed is already authenticated",
     409: "the data plan does not include this feed",
 }
-
-
-def _text(value: Decimal, factor: Decimal | None = None) -> str:
-    """The venue's number as plain decimal text, times ``factor`` (contracts → units)."""
-    return format(value if factor is None else value * factor, "f")
 
 
 class _AuthFrame(SendFrame):
@@ -357,10 +319,8 @@ class AlpacaCodec(Codec):
 
     def subscribe_frames(self) -> list[str]:
         """The ``subscribe`` frames for every symbol of this connection."""
-        states = list(self._symbols.values())
         frames = []
-        for start in range(0, len(states), MAX_SYMBOLS_PER_FRAME):
-            chunk = states[start : start + MAX_SYMBOLS_PER_FRAME]
+        for chunk in chunks(list(self._symbols.values()), MAX_SYMBOLS_PER_FRAME):
             frame: dict[str, object] = {"action": "subscribe"}
             for key, wanted in (
                 ("trades", [s.native for s in chunk if s.trades]),
@@ -374,13 +334,11 @@ class AlpacaCodec(Codec):
 
     # -- frames -------------------------------------------------------------------------------
 
-    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        """Decode one frame (an array of messages). Never raises."""
-        self.counters.frames += 1
-        try:
-            elements = _frame_decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
+    def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        """One frame, an array of messages: a frame that is no array is a ``bad frame``
+        (see :meth:`~relay.codec.Codec.receive`); each message is decoded on its own, so
+        that a bad one is a ``parse_error`` and the others still count."""
+        elements = _frame_decoder.decode(data)
         out: list[MarketEvent] = []
         for raw in elements:
             try:
@@ -427,8 +385,8 @@ class AlpacaCodec(Codec):
                 ts_venue=t.ts,
                 ts_recv=recv_ns,
                 trade_id=str(t.id),
-                price=_text(t.price),
-                size=_text(t.size, state.contract_size),
+                price=decimal_text(t.price),
+                size=decimal_text(t.size, state.contract_size),
                 side="buy" if t.taker == "B" else "sell",
             )
         )
@@ -445,10 +403,10 @@ class AlpacaCodec(Codec):
                 native_symbol=state.native,
                 ts_venue=q.ts,
                 ts_recv=recv_ns,
-                bid_price=_text(q.bid_price),
-                bid_size=_text(q.bid_size, cs),
-                ask_price=_text(q.ask_price),
-                ask_size=_text(q.ask_size, cs),
+                bid_price=decimal_text(q.bid_price),
+                bid_size=decimal_text(q.bid_size, cs),
+                ask_price=decimal_text(q.ask_price),
+                ask_size=decimal_text(q.ask_size, cs),
             )
         )
 
@@ -457,8 +415,8 @@ class AlpacaCodec(Codec):
         if state is None or not state.want_book:
             return
         cs = state.contract_size
-        bids: list[Level] = [(_text(lv.price), _text(lv.size, cs)) for lv in msg.bids]
-        asks: list[Level] = [(_text(lv.price), _text(lv.size, cs)) for lv in msg.asks]
+        bids: list[Level] = [(decimal_text(lv.price), decimal_text(lv.size, cs)) for lv in msg.bids]
+        asks: list[Level] = [(decimal_text(lv.price), decimal_text(lv.size, cs)) for lv in msg.asks]
         # Checks every number (NaN, negative sizes) before anything is applied.
         book_bids, book_asks = parse_levels(bids), parse_levels(asks)
         if not msg.reset and not state.synced:
@@ -471,8 +429,8 @@ class AlpacaCodec(Codec):
             book.apply_snapshot(book_bids, book_asks)
         else:
             book.apply_delta(book_bids, book_asks)
-        if book.is_crossed():
-            self._resync(state, msg.time, recv_ns, out)
+        if crossing := book.crossing():
+            self._resync(state, f"book crossed at t={msg.time}: {crossing}", recv_ns, out)
             return
         state.sequence = sequence
         head = {
@@ -500,46 +458,14 @@ class AlpacaCodec(Codec):
                 )
             )
 
-    def _resync(self, state: _Symbol, time: str, recv_ns: int, out: list[MarketEvent]) -> None:
+    def _resync(self, state: _Symbol, detail: str, recv_ns: int, out: list[MarketEvent]) -> None:
         """Drop a crossed book and resubscribe that symbol's ``orderbooks`` for a new reset."""
-        bid, ask = state.book.best_bid(), state.book.best_ask()
-        assert bid is not None and ask is not None  # a crossed book has both sides
         state.book.clear()
         state.synced = False
-        self.counters.book_resyncs += 1
         for action in ("unsubscribe", "subscribe"):
             frame = {"action": action, "orderbooks": [state.native]}
             self._actions.append(SendFrame(_encoder.encode(frame).decode()))
-        detail = f"book crossed at t={time}: bid {bid[0]} >= ask {ask[0]}; resubscribing"
-        out.append(self._symbol_status(state, "book_resync", detail, recv_ns))
-
-    # -- statuses -----------------------------------------------------------------------------
-
-    def _symbol_status(self, state: _Symbol, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol=state.symbol,
-            native_symbol=state.native,
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol="",
-            native_symbol="",
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
-        self.counters.parse_errors += 1
-        return self._status("parse_error", detail, recv_ns)
+        out.append(self._book_resync(state, f"{detail}; resubscribing", recv_ns))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,28 +493,19 @@ def make_codecs(
     missing = [name for name in CREDENTIALS if not credentials.get(name)]
     if missing:
         raise ValueError(f"{venue}: alpaca needs credentials {', '.join(missing)}")
-    merged: dict[str, Subscription] = {}
-    for sub in subscriptions:
-        allowed = _SUPPORTED if feed_of(sub.native_symbol) == "crypto" else _STOCK_TYPES
-        unsupported = sub.data_types - allowed
-        if unsupported:
+
+    def key(sub: Subscription) -> str:
+        feed = feed_of(sub.native_symbol)
+        unsupported = sub.data_types - (_SUPPORTED if feed == "crypto" else _STOCK_TYPES)
+        if unsupported:  # not check_data_types: the message explains the missing stock trades
             names = ", ".join(sorted(unsupported))
             raise ValueError(
-                f"{venue}: alpaca {feed_of(sub.native_symbol)} has no {names} "
+                f"{venue}: alpaca {feed} has no {names} "
                 f"for {sub.native_symbol} (stock trades lack a taker side)"
             )
-        seen = merged.get(sub.native_symbol)
-        if seen is None:
-            merged[sub.native_symbol] = sub
-        elif seen.symbol != sub.symbol or seen.contract_size != sub.contract_size:
-            raise ValueError(f"{venue}: {sub.native_symbol} configured twice differently")
-        else:
-            merged[sub.native_symbol] = Subscription(
-                seen.native_symbol,
-                seen.symbol,
-                seen.data_types | sub.data_types,
-                seen.contract_size,
-            )
+        return sub.native_symbol
+
+    merged = merge_subscriptions(venue, subscriptions, key)
     crypto_url, stocks_url = feed_urls(endpoints.ws_url)
     codecs: list[Codec] = []
     feeds: tuple[tuple[Feed, str], ...] = (("crypto", crypto_url), ("stocks", stocks_url))

@@ -59,25 +59,33 @@ rescaled.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Final, Literal
 
 import msgspec
 
-from adapters.binance import canonical_symbol as _spot_pair
-from relay.book import Level as BookLevel
-from relay.book import OrderBook, parse_levels
-from relay.codec import (
-    Adapter,
-    Codec,
-    Endpoints,
-    FetchSnapshot,
-    Reconnect,
-    SendFrame,
-    Subscription,
+from adapters._binance import (
+    MAX_BUFFERED_DIFFS,
+    MAX_PARAMS_PER_SUBSCRIBE,
+    MAX_STREAMS_PER_CONNECTION,
+    SYNCED,
+    BinanceStreamCodec,
+    Buffered,
+    DepthState,
+    envelope_decoder,
+    pair_symbol,
 )
+from adapters._common import (
+    check_data_types,
+    merge_subscriptions,
+    pack,
+    scale_levels,
+    scale_size,
+)
+from relay.book import Level as BookLevel
+from relay.book import parse_levels
+from relay.codec import Adapter, Codec, Endpoints, Subscription
 from relay.events import (
     BookDelta,
     BookSnapshot,
@@ -89,9 +97,9 @@ from relay.events import (
     MarkPrice,
     Ticker,
     Trade,
-    VenueStatus,
     check_num,
 )
+from relay.timestamps import NS_PER_MS
 
 __all__ = [
     "ADAPTER",
@@ -113,17 +121,9 @@ PUBLIC: Final[Route] = "public"
 MARKET: Final[Route] = "market"
 """The entry point for regular market data: ``@aggTrade``, ``@markPrice``, ``@forceOrder``."""
 
-MAX_STREAMS_PER_CONNECTION: Final = 1024
-"""Binance's limit of streams on one connection."""
-MAX_PARAMS_PER_SUBSCRIBE: Final = 200
-"""Streams per ``SUBSCRIBE`` frame (the spot codec's batch size; futures documents none)."""
-MAX_BUFFERED_DIFFS: Final = 10_000
-"""Depth diffs kept per symbol while waiting for a snapshot; more means a resync."""
 SNAPSHOT_LIMIT: Final = 1000
-"""Levels per side asked of ``/fapi/v1/depth`` (its maximum)."""
-
-_MS: Final = 1_000_000  # Binance times are epoch milliseconds; events carry nanoseconds.
-_DETAIL_MAX: Final = 200  # keep status details short: they go into every status message
+"""Levels per side asked of ``/fapi/v1/depth`` (its maximum). (The other limits, and the
+``SUBSCRIBE`` batch size, which futures does not document, are the spot codec's.)"""
 
 # ---------------------------------------------------------------------------------------------
 # Symbols and URLs
@@ -133,7 +133,7 @@ def canonical_symbol(native: str) -> str | None:
     """``BTCUSDT`` → ``BTC-USDT-PERP``; ``BTCUSDT_260925`` → ``BTC-USDT-260925``.
 
     The pair is split with the spot codec's quote-asset heuristic
-    (:func:`adapters.binance.canonical_symbol`); a ``_YYMMDD`` suffix marks a dated
+    (:func:`adapters._binance.pair_symbol`); a ``_YYMMDD`` suffix marks a dated
     (quarterly) contract, no suffix a perpetual. Anything else (``BTCUSD_PERP`` is COIN-M,
     not USD-M; an unknown quote; a suffix that is no date) gives ``None``. A later issue
     replaces this with ``baseAsset``/``quoteAsset``/``contractType``/``deliveryDate`` of
@@ -142,7 +142,7 @@ def canonical_symbol(native: str) -> str | None:
     pair, sep, expiry = native.upper().partition("_")
     if sep and not _is_yymmdd(expiry):
         return None
-    split = _spot_pair(pair)
+    split = pair_symbol(pair)
     if split is None:
         return None
     return f"{split}-{expiry}" if sep else f"{split}-PERP"
@@ -172,30 +172,6 @@ def route_url(ws_url: str, route: Route) -> str:
 # ``gc=False``: these structs never take part in reference cycles, and skipping GC tracking
 # makes decoding cheaper. Prices and sizes stay the venue's text; ``__post_init__`` checks
 # the text is a number (msgspec turns the ValueError into a decode error).
-
-
-class _Error(msgspec.Struct, gc=False):
-    code: int | str | None = None
-    msg: str | None = None
-
-
-class _Envelope(msgspec.Struct, gc=False):
-    """Any frame: a combined-stream wrapper, a request ack, an error or a bare event."""
-
-    stream: str | None = None
-    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    id: int | str | None = None
-    # Errors come bare as ``{"code", "msg"}`` or nested as ``{"error": {...}}``, as on spot.
-    code: int | str | None = None
-    msg: str | None = None
-    error: _Error | None = None
-    event: str | None = msgspec.field(default=None, name="e")
-    event_time: int | None = msgspec.field(default=None, name="E")
-
-
-class _EventTime(msgspec.Struct, gc=False):
-    event_time: int | None = msgspec.field(default=None, name="E")
 
 
 class _TradeFields(msgspec.Struct, gc=False):
@@ -301,8 +277,6 @@ class _ForceOrder(msgspec.Struct, gc=False):
     order: _ForceOrderBody = msgspec.field(name="o")
 
 
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
-_event_time_decoder = msgspec.json.Decoder(_EventTime)
 _trade_decoder = msgspec.json.Decoder(_Trade)
 _agg_trade_decoder = msgspec.json.Decoder(_AggTrade)
 _book_ticker_decoder = msgspec.json.Decoder(_BookTicker)
@@ -310,72 +284,34 @@ _depth_decoder = msgspec.json.Decoder(_DepthDiff)
 _snapshot_decoder = msgspec.json.Decoder(_DepthSnapshot)
 _mark_price_decoder = msgspec.json.Decoder(_MarkPrice)
 _force_order_decoder = msgspec.json.Decoder(_ForceOrder)
-_error_decoder = msgspec.json.Decoder(_Error)
-_request_encoder = msgspec.json.Encoder()
 
 # ---------------------------------------------------------------------------------------------
 # Per-symbol state
 
-# Book sync phases of one symbol.
-_IDLE: Final = 0  # no diff seen since connect: nothing buffered, no snapshot asked for
-_BUFFERING: Final = 1  # diffs buffered, a snapshot asked for (or about to be re-asked)
-_SYNCED: Final = 2  # snapshot applied; diffs are checked, applied and published
 
+class _Symbol(DepthState[_DepthDiff]):
+    """Everything one codec knows about one subscribed symbol, for its route's data types.
 
-class _Buffered(msgspec.Struct, gc=False):
-    diff: _DepthDiff
-    recv_ns: int
+    ``native`` is matched against the payloads' ``s``.
+    """
 
-
-class _Symbol:
-    """Everything one codec knows about one subscribed symbol, for its route's data types."""
-
-    __slots__ = (
-        "book",
-        "book_id",
-        "buffer",
-        "contract_size",
-        "depth",
-        "fetching",
-        "from_snapshot",
-        "funding",
-        "liquidation",
-        "mark",
-        "native",
-        "phase",
-        "snapshot_url",
-        "stream",
-        "symbol",
-        "ticker",
-        "trade",
-    )
+    __slots__ = ("contract_size", "funding", "liquidation", "mark", "ticker", "trade")
 
     def __init__(self, sub: Subscription, route: Route, rest_url: str) -> None:
-        self.native = sub.native_symbol.upper()
-        """Binance's own spelling (upper case): matched against ``s``, the snapshot key."""
-        self.symbol = sub.symbol
-        self.stream = self.native.lower()
-        self.contract_size = sub.contract_size
         types = sub.data_types
         public = route == PUBLIC
-        self.depth = public and DataType.L2_ORDERBOOK in types
+        super().__init__(
+            sub,
+            depth=public and DataType.L2_ORDERBOOK in types,
+            depth_url=f"{rest_url.rstrip('/')}/fapi/v1/depth",
+            limit=SNAPSHOT_LIMIT,
+        )
+        self.contract_size = sub.contract_size
         self.ticker = public and DataType.TICKER in types
         self.trade = not public and DataType.TRADE in types
         self.funding = not public and DataType.FUNDING_RATE in types
         self.mark = not public and DataType.MARK_PRICE in types
         self.liquidation = not public and DataType.LIQUIDATION in types
-        self.snapshot_url = (
-            f"{rest_url.rstrip('/')}/fapi/v1/depth?symbol={self.native}&limit={SNAPSHOT_LIMIT}"
-        )
-        self.book = OrderBook()
-        self.phase = _IDLE
-        self.buffer: list[_Buffered] = []
-        self.fetching = False
-        """A FetchSnapshot is out and neither answer nor failure has come back yet."""
-        self.book_id = 0
-        """The ``u`` of the last applied diff, or the snapshot's ``lastUpdateId``."""
-        self.from_snapshot = False
-        """No diff applied since the snapshot: the next must straddle ``lastUpdateId``."""
 
     def streams(self) -> list[str]:
         out = []
@@ -391,32 +327,12 @@ class _Symbol:
             out.append(f"{self.stream}@forceOrder")
         return out
 
-    def reset(self) -> None:
-        """Forget the book and everything pending (new connection)."""
-        self.book.clear()
-        self.phase = _IDLE
-        self.buffer = []
-        self.fetching = False
-        self.book_id = 0
-        self.from_snapshot = False
-
-    def size(self, text: str) -> str:
-        """A venue size in base units: scaled by the contract size when one is configured."""
-        cs = self.contract_size
-        return text if cs is None else format(Decimal(text) * cs, "f")
-
-    def levels(self, levels: list[Level]) -> list[Level]:
-        cs = self.contract_size
-        if cs is None:
-            return levels
-        return [(price, format(Decimal(size) * cs, "f")) for price, size in levels]
-
 
 # ---------------------------------------------------------------------------------------------
 # The codec
 
 
-class BinanceUsdmCodec(Codec):
+class BinanceUsdmCodec(BinanceStreamCodec[_Symbol]):
     """The protocol state of one USD-M combined-stream connection on one route.
 
     **Book sync** (per symbol; binance-usdm.md §5, the venue's documented procedure):
@@ -445,9 +361,8 @@ class BinanceUsdmCodec(Codec):
     A delta is never published for a book whose snapshot has not been published on this
     connection, and only the affected symbol resyncs. Every ``book_resync`` status counts
     one ``counters.book_resyncs`` and comes with a new FetchSnapshot unless one is still
-    outstanding (its answer is checked against the buffer on arrival). A snapshot body that
-    is a venue error or unreadable is reported as ``venue_error`` / ``parse_error`` and
-    fetched again. USD-M has no book checksum.
+    outstanding (see :class:`~adapters._binance.BinanceStreamCodec`). USD-M has no book
+    checksum.
 
     **Other frames.** ``{"result": null, "id": n}`` acks are dropped; ``{"code", "msg"}``
     errors (bare or under ``"error"``) become ``venue_error`` statuses; ``serverShutdown``
@@ -461,7 +376,6 @@ class BinanceUsdmCodec(Codec):
 
     max_send_rate = 8.0  # USD-M allows 10 client messages/s per connection; keep a margin
     ping_interval = None  # the server pings every 3 minutes; the WebSocket library answers
-    max_lifetime = 23.5 * 3600  # Binance closes every connection at 24 h
 
     def __init__(
         self,
@@ -474,28 +388,12 @@ class BinanceUsdmCodec(Codec):
     ) -> None:
         """One ``route`` connection for the ``route`` data types of ``subscriptions``
         (distinct native symbols, at most :data:`MAX_STREAMS_PER_CONNECTION` streams)."""
-        super().__init__()
         if route not in (PUBLIC, MARKET):
             raise ValueError(f"{venue}: unknown USD-M route {route!r}")
-        self.venue = venue
+        states = [_Symbol(sub, route, endpoints.rest_url) for sub in subscriptions]
+        super().__init__(venue, route_url(endpoints.ws_url, route), states)
         self.route: Route = route
-        self.url = route_url(endpoints.ws_url, route)
         self.max_buffered_diffs = max_buffered_diffs
-        self._by_native: dict[str, _Symbol] = {}  # by upper-case native symbol
-        for sub in subscriptions:
-            state = _Symbol(sub, route, endpoints.rest_url)
-            if state.native in self._by_native:
-                raise ValueError(f"{venue}: {sub.native_symbol} subscribed twice")
-            self._by_native[state.native] = state
-        self.streams: list[str] = [s for st in self._by_native.values() for s in st.streams()]
-        """The stream names this connection subscribes to."""
-        if len(self.streams) > MAX_STREAMS_PER_CONNECTION:
-            raise ValueError(
-                f"{venue}: {len(self.streams)} streams on one connection "
-                f"(Binance allows {MAX_STREAMS_PER_CONNECTION})"
-            )
-        self._now_ns = 0
-        """The latest time the shell gave us; stamps statuses from :meth:`snapshot_failed`."""
         # Combined frames: stream-name suffix → handler. Bare frames: event type → handler.
         self._by_stream = {
             "depth@100ms": self._on_depth,
@@ -517,37 +415,11 @@ class BinanceUsdmCodec(Codec):
             "forceOrder": self._on_force_order,
         }
 
-    # -- connection ---------------------------------------------------------------------------
-
-    def connected(self, now_ns: int) -> list[MarketEvent]:
-        """Reset every book and queue the ``SUBSCRIBE`` frames (ids 1, 2, … per connection)."""
-        self._now_ns = now_ns
-        for state in self._by_native.values():
-            state.reset()
-        streams = self.streams
-        for n, start in enumerate(range(0, len(streams), MAX_PARAMS_PER_SUBSCRIBE), 1):
-            params = streams[start : start + MAX_PARAMS_PER_SUBSCRIBE]
-            frame = {"method": "SUBSCRIBE", "params": params, "id": n}
-            self._actions.append(SendFrame(_request_encoder.encode(frame).decode()))
-        return []
-
     # -- frames -------------------------------------------------------------------------------
 
-    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
-        self.counters.frames += 1
-        self._now_ns = recv_ns
-        try:
-            return self._receive(data, recv_ns)
-        except msgspec.DecodeError as exc:  # includes msgspec.ValidationError
-            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
-        except Exception as exc:
-            # Not expected: a bug of ours. The contract says never raise, so report it
-            # the same way rather than kill the connection.
-            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
-
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        env = _envelope_decoder.decode(data)
+        self._now_ns = recv_ns
+        env = envelope_decoder.decode(data)
         stream = env.stream
         if stream is not None:
             kind = stream.partition("@")[2]
@@ -563,21 +435,12 @@ class BinanceUsdmCodec(Codec):
                 return handler(payload, recv_ns)
             except msgspec.DecodeError as exc:
                 return [self._parse_error(f"{stream}: {exc}", recv_ns)]
-        if env.result is not msgspec.UNSET:
-            # {"result": null, "id": n} acknowledges SUBSCRIBE n; non-null results answer
-            # queries we never send. Errors come with "code"/"error" instead of "result".
-            return []
-        error = env.error
-        if env.code is not None or error is not None:
-            code = env.code if error is None else error.code
-            msg = env.msg if error is None else error.msg
-            detail = f"code {code}: {msg} (request id {env.id})"
-            return [self._status("venue_error", detail, recv_ns)]
+        control = self._on_control(env, recv_ns)
+        if control is not None:
+            return control
         event = env.event
         if event is not None:
             # A bare event, as a raw /ws connection delivers it.
-            if event == "serverShutdown":
-                return self._shutdown_events(env.event_time, recv_ns)
             handler = self._by_event.get(event)
             if handler is None:
                 return []  # kline, 24hrTicker, ...: not published
@@ -586,30 +449,6 @@ class BinanceUsdmCodec(Codec):
             except msgspec.DecodeError as exc:
                 return [self._parse_error(f"{event}: {exc}", recv_ns)]
         return [self._parse_error("unrecognized frame", recv_ns)]
-
-    def _server_shutdown(
-        self, payload: msgspec.Raw | msgspec.UnsetType, recv_ns: int
-    ) -> list[MarketEvent]:
-        event_time = None
-        # The notice counts even if its payload is odd; only its time is lost then.
-        if payload is not msgspec.UNSET:
-            with contextlib.suppress(msgspec.DecodeError):
-                event_time = _event_time_decoder.decode(payload).event_time
-        return self._shutdown_events(event_time, recv_ns)
-
-    def _shutdown_events(self, event_time: int | None, recv_ns: int) -> list[MarketEvent]:
-        self._actions.append(Reconnect("server shutdown"))
-        return [
-            VenueStatus(
-                venue=self.venue,
-                symbol="",
-                native_symbol="",
-                ts_venue=None if event_time is None else event_time * _MS,
-                ts_recv=recv_ns,
-                kind="server_shutdown",
-                detail="venue announced a shutdown; reconnecting",
-            )
-        ]
 
     def _lookup(self, native: str) -> _Symbol | None:
         state = self._by_native.get(native)
@@ -636,11 +475,11 @@ class BinanceUsdmCodec(Codec):
                 venue=self.venue,
                 symbol=state.symbol,
                 native_symbol=state.native,
-                ts_venue=t.time * _MS,
+                ts_venue=t.time * NS_PER_MS,
                 ts_recv=recv_ns,
                 trade_id=f"{id_prefix}{t.id}",
                 price=t.price,
-                size=state.size(t.qty),
+                size=scale_size(t.qty, state.contract_size),
                 side="sell" if t.buyer_is_maker else "buy",
             )
         ]
@@ -653,17 +492,18 @@ class BinanceUsdmCodec(Codec):
         if state is None or not state.ticker:
             return []
         time = q.time if q.time is not None else q.event_time
+        cs = state.contract_size
         return [
             Ticker(
                 venue=self.venue,
                 symbol=state.symbol,
                 native_symbol=state.native,
-                ts_venue=None if time is None else time * _MS,
+                ts_venue=None if time is None else time * NS_PER_MS,
                 ts_recv=recv_ns,
                 bid_price=q.bid_price,
-                bid_size=state.size(q.bid_size),
+                bid_size=scale_size(q.bid_size, cs),
                 ask_price=q.ask_price,
-                ask_size=state.size(q.ask_size),
+                ask_size=scale_size(q.ask_size, cs),
                 sequence=q.update_id,
             )
         ]
@@ -673,7 +513,7 @@ class BinanceUsdmCodec(Codec):
         state = self._lookup(m.symbol)
         if state is None:
             return []
-        ts_venue = m.event_time * _MS
+        ts_venue = m.event_time * NS_PER_MS
         index = m.index or None
         out: list[MarketEvent] = []
         # No rate, no funding event: contracts without funding send an empty "r".
@@ -686,7 +526,7 @@ class BinanceUsdmCodec(Codec):
                     ts_venue=ts_venue,
                     ts_recv=recv_ns,
                     rate=m.rate,
-                    next_funding_ts=m.next_funding * _MS if m.next_funding else None,
+                    next_funding_ts=m.next_funding * NS_PER_MS if m.next_funding else None,
                     mark_price=m.mark,
                     index_price=index,
                 )
@@ -721,12 +561,12 @@ class BinanceUsdmCodec(Codec):
                 venue=self.venue,
                 symbol=state.symbol,
                 native_symbol=state.native,
-                ts_venue=o.time * _MS,
+                ts_venue=o.time * NS_PER_MS,
                 ts_recv=recv_ns,
                 # A SELL liquidation order closes a long position: the long was liquidated.
                 side="buy" if o.side == "SELL" else "sell",
                 price=price,
-                size=state.size(o.filled if filled else o.qty),
+                size=scale_size(o.filled if filled else o.qty, state.contract_size),
             )
         ]
 
@@ -737,17 +577,7 @@ class BinanceUsdmCodec(Codec):
         state = self._lookup(diff.symbol)
         if state is None or not state.depth:
             return []
-        out: list[MarketEvent] = []
-        phase = state.phase
-        if phase == _SYNCED:
-            self._apply(state, diff, recv_ns, out)
-        elif phase == _BUFFERING:
-            self._buffer(state, diff, recv_ns, out)
-        else:
-            state.buffer.append(_Buffered(diff, recv_ns))
-            state.phase = _BUFFERING
-            self._fetch(state)
-        return out
+        return self._on_diff(state, diff, recv_ns)
 
     def _buffer(
         self, state: _Symbol, diff: _DepthDiff, recv_ns: int, out: list[MarketEvent]
@@ -768,7 +598,7 @@ class BinanceUsdmCodec(Codec):
             detail = f"{len(buffer)} diffs buffered and still no snapshot"
             self._resync(state, diff, recv_ns, out, detail)
             return
-        buffer.append(_Buffered(diff, recv_ns))
+        buffer.append(Buffered(diff, recv_ns))
 
     def _apply(
         self, state: _Symbol, diff: _DepthDiff, recv_ns: int, out: list[MarketEvent]
@@ -790,13 +620,8 @@ class BinanceUsdmCodec(Codec):
             return
         book = state.book
         book.apply_delta(diff.book_bids, diff.book_asks)
-        if book.is_crossed():
-            bid, ask = book.best_bid(), book.best_ask()
-            assert bid is not None and ask is not None  # a crossed book has both sides
-            detail = (
-                f"book crossed after U={diff.first_id} u={diff.last_id}: "
-                f"bid {bid[0]} >= ask {ask[0]}; resyncing"
-            )
+        if crossing := book.crossing():
+            detail = f"book crossed after U={diff.first_id} u={diff.last_id}: {crossing}; resyncing"
             self._resync(state, diff, recv_ns, out, detail)
             return
         time = diff.time if diff.time is not None else diff.event_time
@@ -805,13 +630,13 @@ class BinanceUsdmCodec(Codec):
                 venue=self.venue,
                 symbol=state.symbol,
                 native_symbol=state.native,
-                ts_venue=time * _MS,
+                ts_venue=time * NS_PER_MS,
                 ts_recv=recv_ns,
                 first_sequence=diff.first_id,
                 sequence=diff.last_id,
                 prev_sequence=book_id,
-                bids=state.levels(diff.bids),
-                asks=state.levels(diff.asks),
+                bids=scale_levels(diff.bids, state.contract_size),
+                asks=scale_levels(diff.asks, state.contract_size),
             )
         )
         state.book_id = diff.last_id
@@ -825,52 +650,14 @@ class BinanceUsdmCodec(Codec):
         out: list[MarketEvent],
         expected: str,
     ) -> None:
-        self.counters.book_gaps += 1
         detail = f"{expected}, got U={diff.first_id} u={diff.last_id} pu={diff.prev_id}"
-        out.append(self._book_status(state, "book_gap", detail, recv_ns))
+        out.append(self._book_gap(state, detail, recv_ns))
         self._resync(state, diff, recv_ns, out, f"sequence gap: {detail}")
-
-    def _resync(
-        self,
-        state: _Symbol,
-        first: _DepthDiff,
-        recv_ns: int,
-        out: list[MarketEvent],
-        detail: str,
-    ) -> None:
-        """Discard the symbol's book, restart buffering at ``first`` and ask for a snapshot."""
-        self.counters.book_resyncs += 1
-        out.append(self._book_status(state, "book_resync", detail, recv_ns))
-        state.book.clear()
-        state.buffer = [_Buffered(first, recv_ns)]
-        state.phase = _BUFFERING
-        state.from_snapshot = False
-        # A snapshot already on its way is still useful: it is checked against the new
-        # first buffered diff on arrival (and fetched again if too old).
-        if not state.fetching:
-            self._fetch(state)
-
-    def _fetch(self, state: _Symbol) -> None:
-        state.fetching = True
-        self._actions.append(FetchSnapshot(key=state.native, url=state.snapshot_url))
 
     # -- snapshots ----------------------------------------------------------------------------
 
-    def snapshot_received(self, key: str, body: bytes, recv_ns: int) -> list[MarketEvent]:
-        """Apply the REST depth snapshot for ``key`` (step 2); never raises."""
-        self._now_ns = recv_ns
-        try:
-            return self._snapshot_received(key, body, recv_ns)
-        except Exception as exc:  # a bug of ours; see receive()
-            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
-
-    def _snapshot_received(self, key: str, body: bytes, recv_ns: int) -> list[MarketEvent]:
-        state = self._by_native.get(key.upper())
-        if state is None or not state.depth:
-            return []
-        state.fetching = False
-        if state.phase != _BUFFERING:
-            return []  # an answer to a request from before a reconnect, or a duplicate
+    def _snapshot_received(self, state: _Symbol, body: bytes, recv_ns: int) -> list[MarketEvent]:
+        """Step 2 of the book sync."""
         try:
             snapshot = _snapshot_decoder.decode(body)
         except msgspec.DecodeError as exc:
@@ -883,26 +670,24 @@ class BinanceUsdmCodec(Codec):
             skip += 1
         if skip < len(buffered) and buffered[skip].diff.first_id > last_id:
             first = buffered[skip].diff
-            self.counters.book_resyncs += 1
             detail = (
                 f"snapshot lastUpdateId={last_id} older than buffered U={first.first_id} "
                 f"u={first.last_id}; fetching again"
             )
-            out.append(self._book_status(state, "book_resync", detail, recv_ns))
+            out.append(self._book_resync(state, detail, recv_ns))
             self._fetch(state)
             return out
         book = state.book
         book.apply_snapshot(snapshot.book_bids, snapshot.book_asks)
         if book.is_crossed():
             book.clear()
-            self.counters.book_resyncs += 1
             detail = f"snapshot lastUpdateId={last_id} is crossed; fetching again"
-            out.append(self._book_status(state, "book_resync", detail, recv_ns))
+            out.append(self._book_resync(state, detail, recv_ns))
             self._fetch(state)
             return out
         self.counters.stale_deltas_dropped += skip
         state.buffer = []
-        state.phase = _SYNCED
+        state.phase = SYNCED
         state.book_id = last_id
         state.from_snapshot = True
         out.append(
@@ -910,79 +695,24 @@ class BinanceUsdmCodec(Codec):
                 venue=self.venue,
                 symbol=state.symbol,
                 native_symbol=state.native,
-                ts_venue=None if snapshot.time is None else snapshot.time * _MS,
+                ts_venue=None if snapshot.time is None else snapshot.time * NS_PER_MS,
                 ts_recv=recv_ns,
                 sequence=last_id,
                 # The venue's own text, as for every delta; the book only checked it.
-                bids=state.levels(snapshot.bids),
-                asks=state.levels(snapshot.asks),
+                bids=scale_levels(snapshot.bids, state.contract_size),
+                asks=scale_levels(snapshot.asks, state.contract_size),
             )
         )
         # Buffered deltas keep the receive time of their own frame.
         for item in buffered[skip:]:
-            if state.phase == _SYNCED:
+            if state.phase == SYNCED:
                 self._apply(state, item.diff, item.recv_ns, out)
             else:  # resynced part way (gap or crossed): the rest waits for the next snapshot
                 self._buffer(state, item.diff, item.recv_ns, out)
-        if state.phase == _SYNCED:
+        if state.phase == SYNCED:
             detail = f"snapshot lastUpdateId={last_id}, book at u={state.book_id}"
-            out.append(self._book_status(state, "book_synced", detail, recv_ns))
+            out.append(self._symbol_status(state, "book_synced", detail, recv_ns))
         return out
-
-    def _bad_snapshot(self, state: _Symbol, body: bytes, reason: str, recv_ns: int) -> VenueStatus:
-        """An unusable snapshot body: report it and ask again."""
-        self._fetch(state)
-        try:
-            error = _error_decoder.decode(body)
-        except msgspec.DecodeError:
-            error = _Error()
-        if error.code is not None:
-            detail = f"depth snapshot refused: code {error.code}: {error.msg}"
-            return self._book_status(state, "venue_error", detail, recv_ns)
-        self.counters.parse_errors += 1
-        return self._book_status(state, "parse_error", f"depth snapshot: {reason}", recv_ns)
-
-    def snapshot_failed(self, key: str, reason: str) -> list[MarketEvent]:
-        """The snapshot fetch failed: ask again (the shell paces retries) and report it."""
-        state = self._by_native.get(key.upper())
-        if state is None or not state.depth:
-            return []
-        state.fetching = False
-        if state.phase != _BUFFERING:
-            return []
-        self.counters.book_resyncs += 1
-        self._fetch(state)
-        # No time comes with this call: stamp the status with the latest time we were given.
-        detail = f"depth snapshot failed: {reason}; fetching again"
-        return [self._book_status(state, "book_resync", detail, self._now_ns)]
-
-    # -- statuses -----------------------------------------------------------------------------
-
-    def _book_status(self, state: _Symbol, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol=state.symbol,
-            native_symbol=state.native,
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol="",
-            native_symbol="",
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
-        self.counters.parse_errors += 1
-        return self._status("parse_error", detail, recv_ns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1019,48 +749,25 @@ def make_codecs(
     funding, mark price and liquidations share another), and symbols are packed onto
     connections in the order given.
     """
-    merged: dict[str, Subscription] = {}
-    for sub in subscriptions:
-        unsupported = sub.data_types - _SUPPORTED
-        if unsupported:
-            names = ", ".join(sorted(unsupported))
-            raise ValueError(f"{venue}: binance USD-M has no {names} ({sub.native_symbol})")
+
+    def key(sub: Subscription) -> str:
+        check_data_types(venue, "binance USD-M", sub, _SUPPORTED)
         if sub.contract_size is not None and not (
             sub.contract_size.is_finite() and sub.contract_size > 0
         ):
             raise ValueError(
                 f"{venue}: contract size of {sub.native_symbol} must be a positive number"
             )
-        key = sub.native_symbol.upper()
-        seen = merged.get(key)
-        if seen is None:
-            merged[key] = sub
-        elif seen.symbol != sub.symbol:
-            raise ValueError(
-                f"{venue}: {sub.native_symbol} mapped to both {seen.symbol} and {sub.symbol}"
-            )
-        elif seen.contract_size != sub.contract_size:
-            raise ValueError(f"{venue}: {sub.native_symbol} given two contract sizes")
-        else:
-            merged[key] = Subscription(
-                seen.native_symbol,
-                seen.symbol,
-                seen.data_types | sub.data_types,
-                seen.contract_size,
-            )
+        return sub.native_symbol.upper()
+
+    merged = merge_subscriptions(venue, subscriptions, key)
     codecs: list[Codec] = []
     for route in (PUBLIC, MARKET):
-        shards: list[list[Subscription]] = []
-        used = MAX_STREAMS_PER_CONNECTION  # forces a first shard
-        for sub in merged.values():
-            n = _stream_count(sub.data_types, route)
-            if n == 0:
-                continue
-            if used + n > MAX_STREAMS_PER_CONNECTION:
-                shards.append([])
-                used = 0
-            shards[-1].append(sub)
-            used += n
+        shards = pack(
+            merged.values(),
+            lambda sub, route=route: _stream_count(sub.data_types, route),
+            MAX_STREAMS_PER_CONNECTION,
+        )
         codecs += [BinanceUsdmCodec(venue, route, shard, endpoints) for shard in shards]
     return codecs
 

@@ -44,9 +44,17 @@ from typing import Final
 
 import msgspec
 
+from adapters._common import (
+    check_data_types,
+    chunks,
+    merge_subscriptions,
+    pack,
+    price_size,
+    split_quote,
+)
 from relay.book import Level as BookLevel
 from relay.book import OrderBook, parse_levels
-from relay.checksum import book_checksum, ms_text_to_ns
+from relay.checksum import book_checksum
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
 from relay.events import (
     BookDelta,
@@ -60,9 +68,9 @@ from relay.events import (
     Side,
     Ticker,
     Trade,
-    VenueStatus,
     check_num,
 )
+from relay.timestamps import NS_PER_MS, ms_text_to_ns
 
 __all__ = [
     "ADAPTER",
@@ -79,8 +87,6 @@ MAX_CHANNELS_PER_CONNECTION: Final = 50
 MAX_ARGS_PER_REQUEST: Final = 50
 """Args per ``subscribe`` request (each request counts against 240/hour/connection)."""
 INST_TYPES: Final = frozenset({"SPOT", "USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES"})
-
-_DETAIL_MAX: Final = 200
 
 # ---------------------------------------------------------------------------------------------
 # Symbols
@@ -115,10 +121,8 @@ def canonical_symbol(native: str) -> str | None:
         return None
     inst_type, inst_id = parts
     if inst_type == "SPOT":
-        for quote in _SPOT_QUOTES:
-            if inst_id.endswith(quote) and len(inst_id) > len(quote) and inst_id.isalnum():
-                return f"{inst_id[: -len(quote)]}-{quote}"
-        return None
+        split = split_quote(inst_id, _SPOT_QUOTES) if inst_id.isalnum() else None
+        return None if split is None else f"{split[0]}-{split[1]}"
     if inst_type == "USDT-FUTURES":
         if inst_id.endswith("USDT") and len(inst_id) > 4 and inst_id.isalnum():
             return f"{inst_id[:-4]}-USDT-PERP"
@@ -165,7 +169,7 @@ def _ms(value: str | int) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"negative timestamp {value}")
-        return value * 1_000_000
+        return value * NS_PER_MS
     return ms_text_to_ns(value)
 
 
@@ -227,19 +231,10 @@ class _Book(msgspec.Struct, gc=False):
     def __post_init__(self) -> None:
         # Everything is validated before the book is touched.
         self.ts_ns = _ms(self.ts)
-        self.wire_bids = _price_size(self.bids)
-        self.wire_asks = _price_size(self.asks)
+        self.wire_bids = price_size(self.bids)
+        self.wire_asks = price_size(self.asks)
         self.book_bids = parse_levels(self.wire_bids)
         self.book_asks = parse_levels(self.wire_asks)
-
-
-def _price_size(levels: list[list[str]]) -> list[Level]:
-    out: list[Level] = []
-    for level in levels:
-        if len(level) < 2:
-            raise ValueError("a book level needs a price and a size")
-        out.append((level[0], level[1]))
-    return out
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -350,6 +345,8 @@ class BitgetCodec(Codec):
     max_send_rate = 5.0  # Bitget allows 10 client messages/s, pings included
     ping_interval = 25.0  # Bitget asks for a ping every 30 s
     max_lifetime = 23.5 * 3600  # Bitget closes every connection after 24 h
+    # Handlers read the ``ts`` values after decoding: _ms's ValueError is a bad frame.
+    bad_frame_errors = (ValueError,)
 
     def __init__(
         self, venue: str, subscriptions: Sequence[Subscription], endpoints: Endpoints
@@ -384,9 +381,8 @@ class BitgetCodec(Codec):
         """Reset all per-connection state and queue the ``subscribe`` requests."""
         for state in self._symbols.values():
             state.reset()
-        args = self.args
-        for start in range(0, len(args), MAX_ARGS_PER_REQUEST):
-            self._send("subscribe", args[start : start + MAX_ARGS_PER_REQUEST])
+        for args in chunks(self.args, MAX_ARGS_PER_REQUEST):
+            self._send("subscribe", args)
         return []
 
     def keepalive(self) -> str | None:
@@ -397,16 +393,6 @@ class BitgetCodec(Codec):
         self._actions.append(SendFrame(frame))
 
     # -- frames -------------------------------------------------------------------------------
-
-    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
-        self.counters.frames += 1
-        try:
-            return self._receive(data, recv_ns)
-        except (msgspec.DecodeError, ValueError) as exc:  # DecodeError covers validation
-            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
-        except Exception as exc:  # a bug of ours; the contract says never raise
-            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
 
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
         if data == "pong" or data == b"pong":
@@ -534,7 +520,7 @@ class BitgetCodec(Codec):
         state.book.apply_snapshot(msg.book_bids, msg.book_asks)
         if not self._book_ok(state, msg, recv_ns, out):
             return
-        sequence = msg.seq if msg.seq is not None else msg.ts_ns // 1_000_000
+        sequence = msg.seq if msg.seq is not None else msg.ts_ns // NS_PER_MS
         state.synced = True
         state.seq_id = msg.seq
         state.sequence = sequence
@@ -551,7 +537,7 @@ class BitgetCodec(Codec):
             )
         )
         detail = f"snapshot seq={msg.seq} levels={len(state.book)}"
-        out.append(self._book_status(state, "book_synced", detail, recv_ns))
+        out.append(self._symbol_status(state, "book_synced", detail, recv_ns))
 
     def _update(self, state: _Symbol, msg: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
         seq, pseq, last = msg.seq, msg.pseq, state.seq_id
@@ -563,15 +549,14 @@ class BitgetCodec(Codec):
                 broken = last is not None and seq <= last
                 detail = f"seq={seq} not above last seq={last}"
             if broken:
-                self.counters.book_gaps += 1
-                out.append(self._book_status(state, "book_gap", detail, recv_ns))
+                out.append(self._book_gap(state, detail, recv_ns))
                 self._resync(state, f"sequence gap: {detail}", recv_ns, out)
                 return
         state.book.apply_delta(msg.book_bids, msg.book_asks)
         if not self._book_ok(state, msg, recv_ns, out):
             return
         prev = state.sequence
-        sequence = seq if seq is not None else msg.ts_ns // 1_000_000
+        sequence = seq if seq is not None else msg.ts_ns // NS_PER_MS
         state.seq_id = seq
         state.sequence = sequence
         out.append(
@@ -595,55 +580,22 @@ class BitgetCodec(Codec):
         if msg.checksum:
             ours = book_checksum(book)
             if ours != msg.checksum:
-                self.counters.checksum_failures += 1
                 detail = f"checksum {msg.checksum}, book gives {ours} (seq={msg.seq})"
-                out.append(self._book_status(state, "checksum_mismatch", detail, recv_ns))
+                out.append(self._checksum_mismatch(state, detail, recv_ns))
                 self._resync(state, f"checksum mismatch: {detail}", recv_ns, out)
                 return False
-        if book.is_crossed():
-            bid, ask = book.best_bid(), book.best_ask()
-            assert bid is not None and ask is not None  # a crossed book has both sides
-            detail = f"book crossed at seq={msg.seq}: bid {bid[0]} >= ask {ask[0]}"
-            self._resync(state, detail, recv_ns, out)
+        if crossing := book.crossing():
+            self._resync(state, f"book crossed at seq={msg.seq}: {crossing}", recv_ns, out)
             return False
         return True
 
     def _resync(self, state: _Symbol, detail: str, recv_ns: int, out: list[MarketEvent]) -> None:
         """Drop the instrument's book and resubscribe its ``books`` channel (new snapshot)."""
-        self.counters.book_resyncs += 1
-        out.append(self._book_status(state, "book_resync", f"{detail}; resubscribing", recv_ns))
+        out.append(self._book_resync(state, f"{detail}; resubscribing", recv_ns))
         state.reset_book()
         arg = [{"instType": state.inst_type, "channel": "books", "instId": state.inst_id}]
         self._send("unsubscribe", arg)
         self._send("subscribe", arg)
-
-    # -- statuses -----------------------------------------------------------------------------
-
-    def _book_status(self, state: _Symbol, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol=state.symbol,
-            native_symbol=state.native,
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol="",
-            native_symbol="",
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
-        self.counters.parse_errors += 1
-        return self._status("parse_error", detail, recv_ns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -673,47 +625,29 @@ def make_codecs(
     Subscriptions naming the same ``<instType>:<instId>`` (in any case) are merged; an
     instrument's channels always share one connection.
     """
-    merged: dict[tuple[str, str], Subscription] = {}
-    for sub in subscriptions:
+
+    def key(sub: Subscription) -> tuple[str, str]:
         parts = split_native(sub.native_symbol)
         if parts is None:
             raise ValueError(
                 f"{venue}: {sub.native_symbol!r} is not <instType>:<instId> "
                 f"(instType one of {', '.join(sorted(INST_TYPES))})"
             )
-        unsupported = sub.data_types - _SUPPORTED
-        if parts[0] == "SPOT":
-            unsupported |= sub.data_types & _FUTURES_ONLY
-        if unsupported:
-            names = ", ".join(sorted(unsupported))
-            raise ValueError(f"{venue}: bitget has no {names} for {sub.native_symbol}")
+        spot = parts[0] == "SPOT"
+        check_data_types(venue, "bitget", sub, _SUPPORTED - _FUTURES_ONLY if spot else _SUPPORTED)
         if sub.contract_size is not None:
             raise ValueError(
                 f"{venue}: {sub.native_symbol}: bitget sizes are base units; "
                 "contract_size does not apply"
             )
-        seen = merged.get(parts)
-        if seen is None:
-            merged[parts] = sub
-        elif seen.symbol != sub.symbol:
-            raise ValueError(
-                f"{venue}: {sub.native_symbol} mapped to both {seen.symbol} and {sub.symbol}"
-            )
-        else:
-            merged[parts] = Subscription(
-                seen.native_symbol, seen.symbol, seen.data_types | sub.data_types
-            )
-    shards: list[list[Subscription]] = []
-    used = MAX_CHANNELS_PER_CONNECTION  # forces a first shard
-    for sub in merged.values():
-        n = len(_Symbol(sub, "", "").channels())
-        if n == 0:
-            continue
-        if used + n > MAX_CHANNELS_PER_CONNECTION:
-            shards.append([])
-            used = 0
-        shards[-1].append(sub)
-        used += n
+        return parts
+
+    merged = merge_subscriptions(venue, subscriptions, key)
+    shards = pack(
+        merged.values(),
+        lambda sub: len(_Symbol(sub, "", "").channels()),
+        MAX_CHANNELS_PER_CONNECTION,
+    )
     return [BitgetCodec(venue, shard, endpoints) for shard in shards]
 
 

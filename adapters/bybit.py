@@ -56,11 +56,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
 from typing import Final, Literal
 
 import msgspec
 
+from adapters._common import (
+    check_data_types,
+    chunks,
+    merge_subscriptions,
+    pack,
+    scale_levels,
+    scale_size,
+    split_quote,
+)
 from relay.book import Level as BookLevel
 from relay.book import OrderBook, parse_levels
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
@@ -76,9 +84,9 @@ from relay.events import (
     OpenInterest,
     Ticker,
     Trade,
-    VenueStatus,
     check_num,
 )
+from relay.timestamps import NS_PER_MS
 
 __all__ = [
     "ADAPTER",
@@ -108,8 +116,6 @@ MAX_ARGS_CHARS: Final = 21_000
 """Bybit's limit on the total length of the args subscribed on one public connection,
 counted here as the length of the JSON array of all of a connection's topics."""
 
-_MS: Final = 1_000_000  # Bybit times are epoch milliseconds; events carry nanoseconds.
-_DETAIL_MAX: Final = 200  # keep status details short: they go into every status message
 _PING: Final = '{"op":"ping"}'
 
 # ---------------------------------------------------------------------------------------------
@@ -133,13 +139,6 @@ _DATED = re.compile(r"^([A-Z0-9]+)-(\d{1,2})([A-Z]{3})(\d{2})$")
 _CANONICAL_DERIVATIVE = re.compile(r"-(PERP|\d{6})$")
 
 
-def _split_pair(symbol: str) -> tuple[str, str] | None:
-    for quote in _QUOTES_LONGEST_FIRST:
-        if symbol.endswith(quote) and len(symbol) > len(quote):
-            return symbol[: -len(quote)], quote
-    return None
-
-
 def _split_native(native: str) -> tuple[Category | None, str]:
     """``linear:btcusdt`` → ``("linear", "BTCUSDT")``; a bare symbol has category ``None``.
 
@@ -157,7 +156,7 @@ def _split_native(native: str) -> tuple[Category | None, str]:
 def _linear_canonical(symbol: str) -> str | None:
     if m := _DATED.match(symbol):
         pair, day, month, year = m.groups()
-        split = _split_pair(pair)
+        split = split_quote(pair, _QUOTES_LONGEST_FIRST)
         if split is None or month not in _MONTHS or not 1 <= int(day) <= 31:
             return None
         return f"{split[0]}-{split[1]}-{year}{_MONTHS[month]:02d}{int(day):02d}"
@@ -167,7 +166,7 @@ def _linear_canonical(symbol: str) -> str | None:
         return None
     if symbol.endswith("PERP") and len(symbol) > 4:
         return f"{symbol[:-4]}-USDC-PERP"  # legacy USDC perpetual naming (BTCPERP) ⚠
-    split = _split_pair(symbol)
+    split = split_quote(symbol, _QUOTES_LONGEST_FIRST)
     return None if split is None else f"{split[0]}-{split[1]}-PERP"
 
 
@@ -191,7 +190,7 @@ def canonical_symbol(native: str) -> str | None:
         return _linear_canonical(symbol)
     if "-" in symbol:
         return None
-    split = _split_pair(symbol)
+    split = split_quote(symbol, _QUOTES_LONGEST_FIRST)
     return None if split is None else f"{split[0]}-{split[1]}"
 
 
@@ -329,19 +328,6 @@ _request_encoder = msgspec.json.Encoder()
 
 # ---------------------------------------------------------------------------------------------
 # Per-symbol state
-
-
-def _scaled(size: str, contract_size: Decimal | None) -> str:
-    """``size`` in base units: as sent, or times the contract size (exact decimal)."""
-    if contract_size is None:
-        return size
-    return format(Decimal(size) * contract_size, "f")
-
-
-def _scaled_levels(levels: list[Level], contract_size: Decimal | None) -> list[Level]:
-    if contract_size is None:
-        return levels
-    return [(price, format(Decimal(size) * contract_size, "f")) for price, size in levels]
 
 
 def _value(fields: Mapping[str, str], name: str) -> str | None:
@@ -508,10 +494,8 @@ class BybitCodec(Codec):
             state.reset()
         self._requests = {}
         self._next_req = 1
-        topics = self.topics
-        step = self._args_per_request
-        for start in range(0, len(topics), step):
-            self._request("subscribe", topics[start : start + step])
+        for topics in chunks(self.topics, self._args_per_request):
+            self._request("subscribe", topics)
         return []
 
     def keepalive(self) -> str:
@@ -526,18 +510,6 @@ class BybitCodec(Codec):
         self._actions.append(SendFrame(_request_encoder.encode(frame).decode()))
 
     # -- frames -------------------------------------------------------------------------------
-
-    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
-        self.counters.frames += 1
-        try:
-            return self._receive(data, recv_ns)
-        except msgspec.DecodeError as exc:  # includes msgspec.ValidationError
-            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
-        except Exception as exc:
-            # Not expected: a bug of ours. The contract says never raise, so report it
-            # the same way rather than kill the connection.
-            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
 
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
         env = _envelope_decoder.decode(data)
@@ -587,11 +559,11 @@ class BybitCodec(Codec):
                 venue=venue,
                 symbol=symbol,
                 native_symbol=native,
-                ts_venue=t.time * _MS,
+                ts_venue=t.time * NS_PER_MS,
                 ts_recv=recv_ns,
                 trade_id=t.id,
                 price=t.price,
-                size=_scaled(t.size, cs),
+                size=scale_size(t.size, cs),
                 side="buy" if t.side == "Buy" else "sell",
             )
             for t in trades
@@ -615,12 +587,12 @@ class BybitCodec(Codec):
                     venue=self.venue,
                     symbol=state.symbol,
                     native_symbol=state.native,
-                    ts_venue=liq.time * _MS,
+                    ts_venue=liq.time * NS_PER_MS,
                     ts_recv=recv_ns,
                     # S is the position side: Buy = a long was liquidated = "buy".
                     side="buy" if liq.side == "Buy" else "sell",
                     price=liq.price,
-                    size=_scaled(liq.size, state.contract_size),
+                    size=scale_size(liq.size, state.contract_size),
                     liquidation_id=(
                         f"{liq.time}:{liq.side}:{liq.price}:{liq.size}#{rank}" if rank else None
                     ),
@@ -646,7 +618,7 @@ class BybitCodec(Codec):
             fields.update(present)
         else:
             return [self._parse_error(f"tickers.{state.bybit}: type {env.type!r}", recv_ns)]
-        ts_venue = None if env.ts is None else env.ts * _MS
+        ts_venue = None if env.ts is None else env.ts * NS_PER_MS
         cs = state.contract_size
         venue, symbol, native = self.venue, state.symbol, state.native
         out: list[MarketEvent] = []
@@ -661,9 +633,9 @@ class BybitCodec(Codec):
                     ts_venue=ts_venue,
                     ts_recv=recv_ns,
                     bid_price=_value(fields, "bid1Price"),
-                    bid_size=None if bid_size is None else _scaled(bid_size, cs),
+                    bid_size=None if bid_size is None else scale_size(bid_size, cs),
                     ask_price=_value(fields, "ask1Price"),
-                    ask_size=None if ask_size is None else _scaled(ask_size, cs),
+                    ask_size=None if ask_size is None else scale_size(ask_size, cs),
                     last_price=_value(fields, "lastPrice"),
                     sequence=env.cs,
                 )
@@ -692,7 +664,7 @@ class BybitCodec(Codec):
                     ts_venue=ts_venue,
                     ts_recv=recv_ns,
                     rate=rate,
-                    next_funding_ts=None if next_time is None else int(next_time) * _MS,
+                    next_funding_ts=None if next_time is None else int(next_time) * NS_PER_MS,
                     mark_price=mark,
                     index_price=_value(fields, "indexPrice"),
                 )
@@ -706,7 +678,7 @@ class BybitCodec(Codec):
                     native_symbol=native,
                     ts_venue=ts_venue,
                     ts_recv=recv_ns,
-                    open_interest=_scaled(oi, cs),
+                    open_interest=scale_size(oi, cs),
                     open_interest_value=_value(fields, "openInterestValue"),
                 )
             )
@@ -720,7 +692,7 @@ class BybitCodec(Codec):
         assert env.data is not msgspec.UNSET
         msg = _book_decoder.decode(env.data)
         stamp = env.cts if env.cts is not None else env.ts
-        ts_venue = None if stamp is None else stamp * _MS
+        ts_venue = None if stamp is None else stamp * NS_PER_MS
         out: list[MarketEvent] = []
         if env.type == "snapshot":
             self._snapshot(state, msg, ts_venue, recv_ns, out)
@@ -750,16 +722,16 @@ class BybitCodec(Codec):
                 ts_venue=ts_venue,
                 ts_recv=recv_ns,
                 sequence=msg.update_id,
-                bids=_scaled_levels(msg.bids, state.contract_size),
-                asks=_scaled_levels(msg.asks, state.contract_size),
+                bids=scale_levels(msg.bids, state.contract_size),
+                asks=scale_levels(msg.asks, state.contract_size),
             )
         )
         if not was_synced:
             detail = f"snapshot u={msg.update_id}"
-            out.append(self._book_status(state, "book_synced", detail, recv_ns))
+            out.append(self._symbol_status(state, "book_synced", detail, recv_ns))
         elif self.book_depth > 1:
             detail = f"venue reset the book: snapshot u={msg.update_id}"
-            out.append(self._book_status(state, "book_synced", detail, recv_ns))
+            out.append(self._symbol_status(state, "book_synced", detail, recv_ns))
 
     def _delta(
         self, state: _Symbol, msg: _Book, ts_venue: int | None, recv_ns: int, out: list[MarketEvent]
@@ -772,18 +744,14 @@ class BybitCodec(Codec):
             if u == last:
                 self.counters.stale_deltas_dropped += 1  # a repeat of the last update
                 return
-            self.counters.book_gaps += 1
             detail = f"expected u={last + 1}, got u={u}"
-            out.append(self._book_status(state, "book_gap", detail, recv_ns))
+            out.append(self._book_gap(state, detail, recv_ns))
             self._resync(state, recv_ns, out, f"sequence gap: {detail}")
             return
         book = state.book
         book.apply_delta(msg.book_bids, msg.book_asks)
-        if book.is_crossed():
-            bid, ask = book.best_bid(), book.best_ask()
-            assert bid is not None and ask is not None  # a crossed book has both sides
-            detail = f"book crossed after u={u}: bid {bid[0]} >= ask {ask[0]}"
-            self._resync(state, recv_ns, out, detail)
+        if crossing := book.crossing():
+            self._resync(state, recv_ns, out, f"book crossed after u={u}: {crossing}")
             return
         state.last_u = u
         out.append(
@@ -796,49 +764,20 @@ class BybitCodec(Codec):
                 first_sequence=u,
                 sequence=u,
                 prev_sequence=last,
-                bids=_scaled_levels(msg.bids, state.contract_size),
-                asks=_scaled_levels(msg.asks, state.contract_size),
+                bids=scale_levels(msg.bids, state.contract_size),
+                asks=scale_levels(msg.asks, state.contract_size),
             )
         )
 
     def _resync(self, state: _Symbol, recv_ns: int, out: list[MarketEvent], detail: str) -> None:
         """Drop the symbol's book and resubscribe its book topic to get a fresh snapshot."""
-        self.counters.book_resyncs += 1
-        out.append(self._book_status(state, "book_resync", f"{detail}; resubscribing", recv_ns))
+        out.append(self._book_resync(state, f"{detail}; resubscribing", recv_ns))
         state.book.clear()
         state.synced = False
         if not state.resyncing:
             state.resyncing = True
             self._request("unsubscribe", [state.book_topic])
             self._request("subscribe", [state.book_topic])
-
-    # -- statuses -----------------------------------------------------------------------------
-
-    def _book_status(self, state: _Symbol, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol=state.symbol,
-            native_symbol=state.native,
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol="",
-            native_symbol="",
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
-        self.counters.parse_errors += 1
-        return self._status("parse_error", detail, recv_ns)
 
 
 def _ws_base(ws_url: str) -> str:
@@ -876,46 +815,21 @@ def make_codecs(
     and liquidations are linear-only), an unknown category prefix, or one instrument
     mapped to two canonical symbols.
     """
-    merged: dict[tuple[Category, str], Subscription] = {}
-    for sub in subscriptions:
+
+    def key(sub: Subscription) -> tuple[Category, str]:
         category = category_of(sub)
-        _, bybit = _split_native(sub.native_symbol)
-        unsupported = sub.data_types - _SUPPORTED[category]
-        if unsupported:
-            names = ", ".join(sorted(unsupported))
-            raise ValueError(f"{venue}: bybit {category} has no {names} ({sub.native_symbol})")
-        key = (category, bybit)
-        seen = merged.get(key)
-        if seen is None:
-            merged[key] = sub
-        elif seen.symbol != sub.symbol:
-            raise ValueError(
-                f"{venue}: {category} {bybit} mapped to both {seen.symbol} and {sub.symbol}"
-            )
-        else:
-            merged[key] = Subscription(
-                seen.native_symbol,
-                seen.symbol,
-                seen.data_types | sub.data_types,
-                seen.contract_size,
-            )
+        check_data_types(venue, f"bybit {category}", sub, _SUPPORTED[category])
+        return category, _split_native(sub.native_symbol)[1]
+
+    def args_chars(sub: Subscription) -> int:
+        # Each topic costs its quoted text plus a comma in the args array.
+        return sum(len(t) + 3 for t in _Symbol(sub, book_depth).topics())
+
+    merged = merge_subscriptions(venue, subscriptions, key)
     codecs: list[Codec] = []
     for category in CATEGORIES:
-        shards: list[list[Subscription]] = []
-        used = MAX_ARGS_CHARS  # forces a first shard
-        for (cat, _), sub in merged.items():
-            if cat != category:
-                continue
-            # Each topic costs its quoted text plus a comma in the args array.
-            topics = _Symbol(sub, book_depth).topics()
-            cost = sum(len(t) + 3 for t in topics)
-            if not topics:
-                continue
-            if used + cost > MAX_ARGS_CHARS - 2:  # the array's brackets
-                shards.append([])
-                used = 0
-            shards[-1].append(sub)
-            used += cost
+        subs = [sub for (cat, _), sub in merged.items() if cat == category]
+        shards = pack(subs, args_chars, MAX_ARGS_CHARS - 2)  # less the array's brackets
         codecs += [
             BybitCodec(venue, category, shard, endpoints, book_depth=book_depth) for shard in shards
         ]

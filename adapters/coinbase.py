@@ -48,14 +48,18 @@ connection (Coinbase documents no cap; the figure is our choice).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from datetime import date
-from decimal import Decimal
 from typing import Final, Literal
 
 import msgspec
 
+from adapters._common import (
+    check_data_types,
+    chunks,
+    merge_subscriptions,
+    scale_levels,
+    scale_size,
+)
 from relay.book import Level as BookLevel
 from relay.book import OrderBook, parse_levels
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
@@ -68,9 +72,9 @@ from relay.events import (
     Side,
     Ticker,
     Trade,
-    VenueStatus,
     check_num,
 )
+from relay.timestamps import rfc3339_ns
 
 __all__ = [
     "ADAPTER",
@@ -80,7 +84,6 @@ __all__ = [
     "CoinbaseCodec",
     "canonical_symbol",
     "make_codecs",
-    "rfc3339_ns",
 ]
 
 MAX_PRODUCTS_PER_CONNECTION: Final = 100
@@ -90,7 +93,6 @@ MAX_PRODUCTS_PER_SUBSCRIBE: Final = 100
 TRADE_SIDE: Final[dict[str, Side]] = {"BUY": "buy", "SELL": "sell"}
 """``market_trades.side`` → published taker side (⚠ unconfirmed; see the module docstring)."""
 
-_DETAIL_MAX: Final = 200
 _L2_CHANNEL: Final = "level2"  # the subscription name; its data arrives as "l2_data"
 
 # ---------------------------------------------------------------------------------------------
@@ -110,37 +112,6 @@ def canonical_symbol(native: str) -> str | None:
     if not (base.isascii() and quote.isascii()):
         return None
     return f"{base.upper()}-{quote.upper()}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Times
-
-_RFC3339: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
-    re.ASCII,
-)
-_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
-
-
-def rfc3339_ns(text: str) -> int:
-    """``"2023-02-09T20:32:50.714964855Z"`` → integer nanoseconds since the epoch.
-
-    Up to 9 fractional digits, ``Z`` or a numeric offset; ``ValueError`` otherwise.
-    """
-    m = _RFC3339.fullmatch(text)
-    if m is None:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    y, mo, d, h, mi, s, frac, z, sign, oh, om = m.groups()
-    hour, minute, second = int(h), int(mi), int(s)
-    if hour > 23 or minute > 59 or second > 60:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    days = date(int(y), int(mo), int(d)).toordinal() - _EPOCH_ORDINAL  # validates the date
-    seconds = days * 86400 + hour * 3600 + minute * 60 + second
-    if z is None:
-        offset = int(oh) * 3600 + int(om) * 60
-        seconds -= offset if sign == "+" else -offset
-    nanos = int(frac.ljust(9, "0")) if frac else 0
-    return seconds * 1_000_000_000 + nanos
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,17 +233,6 @@ class _Product:
         self.last_sequence = 0
         """The ``sequence`` of the last published book event (kept across reconnects)."""
 
-    def size(self, text: str) -> str:
-        """A venue size as published: scaled by the contract size, if any."""
-        if self.contract_size is None:
-            return text
-        return format(Decimal(text) * self.contract_size, "f")
-
-    def levels(self, levels: list[Level]) -> list[Level]:
-        if self.contract_size is None:
-            return levels
-        return [(price, self.size(qty)) for price, qty in levels]
-
     def next_sequence(self, ts_ns: int) -> int:
         seq = max(ts_ns, self.last_sequence + 1)
         self.last_sequence = seq
@@ -305,6 +265,8 @@ class CoinbaseCodec(Codec):
     max_send_rate = 4.0  # 8 unauthenticated messages/s per IP; leave room for other connections
     ping_interval = None  # no application ping: the heartbeats channel keeps the connection open
     max_lifetime = None  # no documented forced disconnect ⚠
+    # The envelope's timestamp is parsed after decoding: rfc3339_ns's ValueError is a bad frame.
+    bad_frame_errors = (ValueError,)
 
     def __init__(
         self, venue: str, subscriptions: Sequence[Subscription], endpoints: Endpoints
@@ -344,8 +306,7 @@ class CoinbaseCodec(Codec):
         self._actions.append(SendFrame(_request_encoder.encode(frame).decode()))
 
     def _channel(self, kind: str, channel: str, product_ids: list[str]) -> None:
-        for start in range(0, len(product_ids), MAX_PRODUCTS_PER_SUBSCRIBE):
-            chunk = product_ids[start : start + MAX_PRODUCTS_PER_SUBSCRIBE]
+        for chunk in chunks(product_ids, MAX_PRODUCTS_PER_SUBSCRIBE):
             self._send({"type": kind, "product_ids": chunk, "channel": channel})
 
     def _resubscribe(self, channel: str, product_ids: list[str]) -> None:
@@ -353,16 +314,6 @@ class CoinbaseCodec(Codec):
         self._channel("subscribe", channel, product_ids)
 
     # -- frames -------------------------------------------------------------------------------
-
-    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
-        self.counters.frames += 1
-        try:
-            return self._receive(data, recv_ns)
-        except (msgspec.DecodeError, ValueError) as exc:  # incl. msgspec.ValidationError
-            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
-        except Exception as exc:  # a bug of ours: report it rather than kill the connection
-            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
 
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
         env = _envelope_decoder.decode(data)
@@ -403,10 +354,8 @@ class CoinbaseCodec(Codec):
         for state in self._products.values():
             if not state.book_wanted:
                 continue
-            self.counters.book_gaps += 1
-            self.counters.book_resyncs += 1
-            out.append(self._book_status(state, "book_gap", detail, recv_ns))
-            out.append(self._book_status(state, "book_resync", f"{detail}; resubscribing", recv_ns))
+            out.append(self._book_gap(state, detail, recv_ns))
+            out.append(self._book_resync(state, f"{detail}; resubscribing", recv_ns))
             state.book.clear()
             state.synced = False
             resync.append(state.native)
@@ -432,7 +381,7 @@ class CoinbaseCodec(Codec):
                         ts_recv=recv_ns,
                         trade_id=t.trade_id,
                         price=t.price,
-                        size=state.size(t.size),
+                        size=scale_size(t.size, state.contract_size),
                         side=TRADE_SIDE[t.side],
                     )
                 )
@@ -450,7 +399,7 @@ class CoinbaseCodec(Codec):
             state = self._products.get(product_id)
             if state is None or not state.ticker:
                 continue
-            bid_qty, ask_qty = q.best_bid_quantity, q.best_ask_quantity
+            bid_qty, ask_qty, cs = q.best_bid_quantity, q.best_ask_quantity, state.contract_size
             out.append(
                 Ticker(
                     venue=self.venue,
@@ -459,9 +408,9 @@ class CoinbaseCodec(Codec):
                     ts_venue=ts_ns,
                     ts_recv=recv_ns,
                     bid_price=q.best_bid,
-                    bid_size=None if bid_qty is None else state.size(bid_qty),
+                    bid_size=None if bid_qty is None else scale_size(bid_qty, cs),
                     ask_price=q.best_ask,
-                    ask_size=None if ask_qty is None else state.size(ask_qty),
+                    ask_size=None if ask_qty is None else scale_size(ask_qty, cs),
                     last_price=q.price,
                 )
             )
@@ -495,13 +444,13 @@ class CoinbaseCodec(Codec):
                 ts_venue=ts_ns,
                 ts_recv=recv_ns,
                 sequence=state.next_sequence(ts_ns),
-                bids=state.levels(event.bids),
-                asks=state.levels(event.asks),
+                bids=scale_levels(event.bids, state.contract_size),
+                asks=scale_levels(event.asks, state.contract_size),
             )
         )
         state.synced = True
         detail = f"snapshot applied: {len(book.bids)} bids, {len(book.asks)} asks"
-        out.append(self._book_status(state, "book_synced", detail, recv_ns))
+        out.append(self._symbol_status(state, "book_synced", detail, recv_ns))
 
     def _update(
         self, state: _Product, event: _L2Event, ts_ns: int, recv_ns: int, out: list[MarketEvent]
@@ -521,53 +470,23 @@ class CoinbaseCodec(Codec):
                 first_sequence=sequence,
                 sequence=sequence,
                 prev_sequence=prev,
-                bids=state.levels(event.bids),
-                asks=state.levels(event.asks),
+                bids=scale_levels(event.bids, state.contract_size),
+                asks=scale_levels(event.asks, state.contract_size),
             )
         )
 
     def _crossed(self, state: _Product, what: str, recv_ns: int, out: list[MarketEvent]) -> bool:
         """Whether the book is crossed; if so report it and resync the product."""
         book = state.book
-        if not book.is_crossed():
+        crossing = book.crossing()
+        if crossing is None:
             return False
-        bid, ask = book.best_bid(), book.best_ask()
-        assert bid is not None and ask is not None  # a crossed book has both sides
-        self.counters.book_resyncs += 1
-        detail = f"book crossed after {what}: bid {bid[0]} >= ask {ask[0]}; resubscribing"
-        out.append(self._book_status(state, "book_resync", detail, recv_ns))
+        detail = f"book crossed after {what}: {crossing}; resubscribing"
+        out.append(self._book_resync(state, detail, recv_ns))
         book.clear()
         state.synced = False
         self._resubscribe(_L2_CHANNEL, [state.native])
         return True
-
-    # -- statuses -----------------------------------------------------------------------------
-
-    def _book_status(self, state: _Product, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol=state.symbol,
-            native_symbol=state.native,
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol="",
-            native_symbol="",
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
-        self.counters.parse_errors += 1
-        return self._status("parse_error", detail, recv_ns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -588,28 +507,16 @@ def make_codecs(
     Subscriptions naming the same product id are merged; products are packed in the order
     given.
     """
-    merged: dict[str, Subscription] = {}
-    for sub in subscriptions:
-        unsupported = sub.data_types - _SUPPORTED
-        if unsupported:
-            names = ", ".join(sorted(unsupported))
-            raise ValueError(f"{venue}: coinbase has no {names} ({sub.native_symbol})")
-        seen = merged.get(sub.native_symbol)
-        if seen is None:
-            merged[sub.native_symbol] = sub
-        elif seen.symbol != sub.symbol or seen.contract_size != sub.contract_size:
-            raise ValueError(f"{venue}: {sub.native_symbol} configured twice, differently")
-        else:
-            merged[sub.native_symbol] = Subscription(
-                seen.native_symbol,
-                seen.symbol,
-                seen.data_types | sub.data_types,
-                seen.contract_size,
-            )
+
+    def key(sub: Subscription) -> str:
+        check_data_types(venue, "coinbase", sub, _SUPPORTED)
+        return sub.native_symbol
+
+    merged = merge_subscriptions(venue, subscriptions, key)
     subs = [s for s in merged.values() if s.data_types]
     return [
-        CoinbaseCodec(venue, subs[i : i + MAX_PRODUCTS_PER_CONNECTION], endpoints)
-        for i in range(0, len(subs), MAX_PRODUCTS_PER_CONNECTION)
+        CoinbaseCodec(venue, chunk, endpoints)
+        for chunk in chunks(subs, MAX_PRODUCTS_PER_CONNECTION)
     ]
 
 

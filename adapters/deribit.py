@@ -78,6 +78,14 @@ from typing import Final, Literal
 
 import msgspec
 
+from adapters._common import (
+    check_data_types,
+    check_finite,
+    chunks,
+    decimal_text,
+    merge_subscriptions,
+    pack,
+)
 from relay.book import Level as BookLevel
 from relay.book import OrderBook, levels_valid
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
@@ -96,6 +104,7 @@ from relay.events import (
     Trade,
     VenueStatus,
 )
+from relay.timestamps import NS_PER_MS
 
 __all__ = [
     "ADAPTER",
@@ -119,9 +128,6 @@ connections per IP); this bound (100 instruments with all three channels) is our
 spread the 100 ms book traffic of many instruments over several connections."""
 INTERVAL: Final = "100ms"
 """The notification interval subscribed (``raw`` needs an authenticated connection)."""
-
-_MS: Final = 1_000_000  # Deribit times are epoch milliseconds; events carry nanoseconds.
-_DETAIL_MAX: Final = 200  # keep status details short: they go into every status message
 
 # ---------------------------------------------------------------------------------------------
 # Symbols
@@ -189,13 +195,6 @@ def _is_inverse(native: str) -> bool:
 # ``gc=False``: these structs never take part in reference cycles.
 
 
-def _finite(*values: Decimal | None) -> None:
-    """Raise ``ValueError`` (a decode error, inside msgspec) for a non-finite number."""
-    for value in values:
-        if value is not None and not value.is_finite():
-            raise ValueError(f"not a finite number: {value}")
-
-
 class _RpcError(msgspec.Struct, gc=False):
     code: int | None = None
     message: str | None = None
@@ -229,7 +228,7 @@ class _Trade(msgspec.Struct, gc=False):
     liquidation: Literal["M", "T", "MT"] | None = None
 
     def __post_init__(self) -> None:
-        _finite(self.price, self.amount)
+        check_finite(self.price, self.amount)
         if self.amount.is_signed():
             raise ValueError(f"negative trade amount {self.amount}")
 
@@ -247,7 +246,7 @@ class _Ticker(msgspec.Struct, gc=False):
     current_funding: Decimal | None = None
 
     def __post_init__(self) -> None:
-        _finite(
+        check_finite(
             self.best_bid_price,
             self.best_bid_amount,
             self.best_ask_price,
@@ -463,24 +462,11 @@ class DeribitCodec(Codec):
         self._next_id = 1
         self._pending_subscribes = {}
         self._request("public/set_heartbeat", {"interval": HEARTBEAT_INTERVAL})
-        channels = self.channels
-        for start in range(0, len(channels), MAX_CHANNELS_PER_SUBSCRIBE):
-            self._subscribe(channels[start : start + MAX_CHANNELS_PER_SUBSCRIBE])
+        for channels in chunks(self.channels, MAX_CHANNELS_PER_SUBSCRIBE):
+            self._subscribe(channels)
         return []
 
     # -- frames -------------------------------------------------------------------------------
-
-    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
-        self.counters.frames += 1
-        try:
-            return self._receive(data, recv_ns)
-        except msgspec.DecodeError as exc:  # includes msgspec.ValidationError
-            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
-        except Exception as exc:
-            # Not expected: a bug of ours. The contract says never raise, so report it
-            # the same way rather than kill the connection.
-            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
 
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
         env = _envelope_decoder.decode(data)
@@ -535,7 +521,7 @@ class DeribitCodec(Codec):
         for native, channels in missing.items():
             state = self._instruments[native]
             detail = f"not subscribed by the venue: {', '.join(channels)}"
-            out.append(self._instrument_status(state, "unknown_symbol", detail, recv_ns))
+            out.append(self._symbol_status(state, "unknown_symbol", detail, recv_ns))
         return out
 
     def _venue_error(self, request_id: object, error: _RpcError, recv_ns: int) -> VenueStatus:
@@ -556,7 +542,7 @@ class DeribitCodec(Codec):
         for t in trades:
             price = format(t.price, "f")
             size = format(t.amount, "f")
-            ts_venue = t.timestamp * _MS
+            ts_venue = t.timestamp * NS_PER_MS
             if want_trades:
                 out.append(
                     Trade(
@@ -602,7 +588,7 @@ class DeribitCodec(Codec):
     def _on_ticker(self, state: _Instrument, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
         t = _ticker_decoder.decode(data)
         wanted = state.data_types
-        ts_venue = t.timestamp * _MS
+        ts_venue = t.timestamp * NS_PER_MS
         venue, symbol, native = self.venue, state.symbol, state.native
         out: list[MarketEvent] = []
         if DataType.TICKER in wanted:
@@ -619,11 +605,11 @@ class DeribitCodec(Codec):
                     bid_size=bid_size,
                     ask_price=ask_price,
                     ask_size=ask_size,
-                    last_price=_text(t.last_price),
+                    last_price=decimal_text(t.last_price),
                 )
             )
-        index_price = _text(t.index_price)
-        mark_price = _text(t.mark_price)
+        index_price = decimal_text(t.index_price)
+        mark_price = decimal_text(t.mark_price)
         if DataType.MARK_PRICE in wanted and mark_price is not None:
             out.append(
                 MarkPrice(
@@ -680,12 +666,11 @@ class DeribitCodec(Codec):
             # Before the snapshot, while a resync is under way, or a repeat.
             self.counters.stale_deltas_dropped += 1
         elif msg.prev_change_id != state.change_id:
-            self.counters.book_gaps += 1
             detail = (
                 f"expected prev_change_id={state.change_id}, got {msg.prev_change_id} "
                 f"(change_id={msg.change_id})"
             )
-            out.append(self._instrument_status(state, "book_gap", detail, recv_ns))
+            out.append(self._book_gap(state, detail, recv_ns))
             self._resync(state, f"sequence gap: {detail}", recv_ns, out)
         else:
             self._change(state, msg, recv_ns, out)
@@ -696,8 +681,8 @@ class DeribitCodec(Codec):
     ) -> None:
         book = state.book
         book.apply_snapshot(msg.book_bids, msg.book_asks)
-        if book.is_crossed():
-            detail = f"snapshot change_id={msg.change_id} is crossed: {_crossing(book)}"
+        if crossing := book.crossing():
+            detail = f"snapshot change_id={msg.change_id} is crossed: {crossing}; resyncing"
             self._resync(state, detail, recv_ns, out)
             return
         state.synced = True
@@ -707,7 +692,7 @@ class DeribitCodec(Codec):
                 venue=self.venue,
                 symbol=state.symbol,
                 native_symbol=state.native,
-                ts_venue=msg.timestamp * _MS,
+                ts_venue=msg.timestamp * NS_PER_MS,
                 ts_recv=recv_ns,
                 sequence=msg.change_id,
                 # A snapshot is the full book: zero-size levels would be no levels at all.
@@ -716,13 +701,13 @@ class DeribitCodec(Codec):
             )
         )
         detail = f"snapshot change_id={msg.change_id}"
-        out.append(self._instrument_status(state, "book_synced", detail, recv_ns))
+        out.append(self._symbol_status(state, "book_synced", detail, recv_ns))
 
     def _change(self, state: _Instrument, msg: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
         book = state.book
         book.apply_delta(msg.book_bids, msg.book_asks)
-        if book.is_crossed():
-            detail = f"book crossed after change_id={msg.change_id}: {_crossing(book)}"
+        if crossing := book.crossing():
+            detail = f"book crossed after change_id={msg.change_id}: {crossing}; resyncing"
             self._resync(state, detail, recv_ns, out)
             return
         out.append(
@@ -730,7 +715,7 @@ class DeribitCodec(Codec):
                 venue=self.venue,
                 symbol=state.symbol,
                 native_symbol=state.native,
-                ts_venue=msg.timestamp * _MS,
+                ts_venue=msg.timestamp * NS_PER_MS,
                 ts_recv=recv_ns,
                 first_sequence=None,  # change ids are not contiguous: no range to give
                 sequence=msg.change_id,
@@ -745,8 +730,7 @@ class DeribitCodec(Codec):
         self, state: _Instrument, detail: str, recv_ns: int, out: list[MarketEvent]
     ) -> None:
         """Drop the instrument's book and re-subscribe its book channel for a new snapshot."""
-        self.counters.book_resyncs += 1
-        out.append(self._instrument_status(state, "book_resync", detail, recv_ns))
+        out.append(self._book_resync(state, detail, recv_ns))
         state.reset()
         channel = state.book_channel
         assert channel is not None  # only book messages of subscribed books get here
@@ -754,40 +738,6 @@ class DeribitCodec(Codec):
         # subscription follows the new one's snapshot.
         self._request("public/unsubscribe", {"channels": [channel]})
         self._subscribe([channel])
-
-    # -- statuses -----------------------------------------------------------------------------
-
-    def _instrument_status(
-        self, state: _Instrument, kind: str, detail: str, recv_ns: int
-    ) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol=state.symbol,
-            native_symbol=state.native,
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol="",
-            native_symbol="",
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
-        self.counters.parse_errors += 1
-        return self._status("parse_error", detail, recv_ns)
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
 
 
 def _quote(price: Decimal | None, amount: Decimal | None) -> tuple[str | None, str | None]:
@@ -800,12 +750,6 @@ def _quote(price: Decimal | None, amount: Decimal | None) -> tuple[str | None, s
 def _nonzero(text: list[Level], book: list[BookLevel]) -> list[Level]:
     """The text levels whose size is not zero (``text`` and ``book`` are parallel)."""
     return [lv for lv, (_, size) in zip(text, book, strict=True) if size]
-
-
-def _crossing(book: OrderBook) -> str:
-    bid, ask = book.best_bid(), book.best_ask()
-    assert bid is not None and ask is not None  # a crossed book has both sides
-    return f"bid {bid[0]} >= ask {ask[0]}; resyncing"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -839,8 +783,8 @@ def make_codecs(
     subscription of an instrument that is not a perpetual, and for any ``contract_size``
     (Deribit sizes already include it; see the module docstring).
     """
-    merged: dict[str, Subscription] = {}
-    for sub in subscriptions:
+
+    def key(sub: Subscription) -> str:
         native = sub.native_symbol
         if sub.contract_size is not None:
             raise ValueError(
@@ -849,28 +793,13 @@ def make_codecs(
             )
         if DataType.FUNDING_RATE in sub.data_types and not native.endswith("-PERPETUAL"):
             raise ValueError(f"{venue}: {native} is not a perpetual and has no funding rate")
-        unsupported = sub.data_types - _SUPPORTED
-        if unsupported:
-            names = ", ".join(sorted(unsupported))
-            raise ValueError(f"{venue}: deribit has no {names} ({native})")
-        seen = merged.get(native)
-        if seen is None:
-            merged[native] = sub
-        elif seen.symbol != sub.symbol:
-            raise ValueError(f"{venue}: {native} mapped to both {seen.symbol} and {sub.symbol}")
-        else:
-            merged[native] = Subscription(native, seen.symbol, seen.data_types | sub.data_types)
-    shards: list[list[Subscription]] = []
-    used = MAX_CHANNELS_PER_CONNECTION  # forces a first shard
-    for sub in merged.values():
-        n = len(_Instrument(sub).channels())
-        if n == 0:
-            continue
-        if used + n > MAX_CHANNELS_PER_CONNECTION:
-            shards.append([])
-            used = 0
-        shards[-1].append(sub)
-        used += n
+        check_data_types(venue, "deribit", sub, _SUPPORTED)
+        return native
+
+    merged = merge_subscriptions(venue, subscriptions, key)
+    shards = pack(
+        merged.values(), lambda sub: len(_Instrument(sub).channels()), MAX_CHANNELS_PER_CONNECTION
+    )
     return [DeribitCodec(venue, shard, endpoints) for shard in shards]
 
 

@@ -50,11 +50,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Final, Literal
 
 import msgspec
 
+from adapters._common import check_data_types, merge_subscriptions, scale_size
 from relay.book import OrderBook, parse_levels
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
 from relay.events import (
@@ -70,6 +70,7 @@ from relay.events import (
     VenueStatus,
     check_num,
 )
+from relay.timestamps import NS_PER_MS
 
 __all__ = [
     "ADAPTER",
@@ -82,9 +83,6 @@ __all__ = [
 MAX_SUBSCRIPTIONS: Final = 1000
 """Hyperliquid's per-IP limit of subscriptions (one per coin and type)."""
 PING_FRAME: Final = '{"method":"ping"}'
-
-_MS: Final = 1_000_000  # Hyperliquid times are epoch milliseconds; events carry nanoseconds.
-_DETAIL_MAX: Final = 200
 
 # ---------------------------------------------------------------------------------------------
 # Symbols
@@ -180,11 +178,6 @@ _book_decoder = msgspec.json.Decoder(_Book)
 _ctx_decoder = msgspec.json.Decoder(_AssetCtx)
 _error_decoder = msgspec.json.Decoder(str | dict[str, object] | None)
 _encoder = msgspec.json.Encoder()
-
-
-def _scale(text: str, factor: Decimal | None) -> str:
-    """Contracts to base units: the venue's text when no factor is set (exact either way)."""
-    return text if factor is None else format(Decimal(text) * factor, "f")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,23 +308,16 @@ class HyperliquidCodec(Codec):
 
     # -- frames -------------------------------------------------------------------------------
 
-    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
-        self.counters.frames += 1
-        try:
-            env = _envelope_decoder.decode(data)
-            handler = self._handlers.get(env.channel)
-            if handler is not None:
-                return handler(env.data, recv_ns)
-            if env.channel == "error":
-                return [self._venue_error(env.data, recv_ns)]
-            # Acks (subscriptionResponse), pongs, and channels we never subscribe (candle,
-            # allMids: other feeds on a shared replay) carry nothing for us.
-            return []
-        except msgspec.DecodeError as exc:  # includes msgspec.ValidationError
-            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
-        except Exception as exc:  # a bug of ours: report it rather than kill the connection
-            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
+    def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        env = _envelope_decoder.decode(data)
+        handler = self._handlers.get(env.channel)
+        if handler is not None:
+            return handler(env.data, recv_ns)
+        if env.channel == "error":
+            return [self._venue_error(env.data, recv_ns)]
+        # Acks (subscriptionResponse), pongs, and channels we never subscribe (candle,
+        # allMids: other feeds on a shared replay) carry nothing for us.
+        return []
 
     def _venue_error(self, data: msgspec.Raw, recv_ns: int) -> VenueStatus:
         try:
@@ -351,11 +337,11 @@ class HyperliquidCodec(Codec):
                     venue=self.venue,
                     symbol=coin.symbol,
                     native_symbol=coin.native,
-                    ts_venue=t.time * _MS,
+                    ts_venue=t.time * NS_PER_MS,
                     ts_recv=recv_ns,
                     trade_id=str(t.tid),
                     price=t.px,
-                    size=_scale(t.sz, coin.contract_size),
+                    size=scale_size(t.sz, coin.contract_size),
                     side="buy" if t.side == "B" else "sell",
                 )
             )
@@ -373,12 +359,12 @@ class HyperliquidCodec(Codec):
                 venue=self.venue,
                 symbol=coin.symbol,
                 native_symbol=coin.native,
-                ts_venue=q.time * _MS,
+                ts_venue=q.time * NS_PER_MS,
                 ts_recv=recv_ns,
                 bid_price=None if bid is None else bid.px,
-                bid_size=None if bid is None else _scale(bid.sz, cs),
+                bid_size=None if bid is None else scale_size(bid.sz, cs),
                 ask_price=None if ask is None else ask.px,
-                ask_size=None if ask is None else _scale(ask.sz, cs),
+                ask_size=None if ask is None else scale_size(ask.sz, cs),
             )
         ]
 
@@ -391,19 +377,19 @@ class HyperliquidCodec(Codec):
             self.counters.stale_deltas_dropped += 1
             return []
         cs = coin.contract_size
-        bids: list[Level] = [(lv.px, _scale(lv.sz, cs)) for lv in book.levels[0]]
-        asks: list[Level] = [(lv.px, _scale(lv.sz, cs)) for lv in book.levels[1]]
+        bids: list[Level] = [(lv.px, scale_size(lv.sz, cs)) for lv in book.levels[0]]
+        asks: list[Level] = [(lv.px, scale_size(lv.sz, cs)) for lv in book.levels[1]]
         # parse_levels also rejects negative sizes, which check_num lets through.
         coin.book.apply_snapshot(parse_levels(bids), parse_levels(asks))
-        if coin.book.is_crossed():
-            return [self._resync(coin, book.time, recv_ns)]
+        if crossing := coin.book.crossing():
+            return [self._resync(coin, f"l2Book time={book.time} crossed: {crossing}", recv_ns)]
         coin.book_time = book.time
         out: list[MarketEvent] = [
             BookSnapshot(
                 venue=self.venue,
                 symbol=coin.symbol,
                 native_symbol=coin.native,
-                ts_venue=book.time * _MS,
+                ts_venue=book.time * NS_PER_MS,
                 ts_recv=recv_ns,
                 sequence=book.time,
                 bids=bids,
@@ -413,21 +399,17 @@ class HyperliquidCodec(Codec):
         if not coin.synced:
             coin.synced = True
             detail = f"l2Book snapshot time={book.time}"
-            out.append(self._coin_status(coin, "book_synced", detail, recv_ns))
+            out.append(self._symbol_status(coin, "book_synced", detail, recv_ns))
         return out
 
-    def _resync(self, coin: _Coin, time: int, recv_ns: int) -> VenueStatus:
+    def _resync(self, coin: _Coin, detail: str, recv_ns: int) -> VenueStatus:
         """Drop a crossed snapshot and resubscribe the coin's book (that coin only)."""
-        bid, ask = coin.book.best_bid(), coin.book.best_ask()
-        assert bid is not None and ask is not None  # a crossed book has both sides
         coin.book.clear()
         coin.synced = False
-        self.counters.book_resyncs += 1
         body = coin.book_subscription()
         self._send("unsubscribe", body)
         self._send("subscribe", body)
-        detail = f"l2Book time={time} crossed: bid {bid[0]} >= ask {ask[0]}; resubscribing"
-        return self._coin_status(coin, "book_resync", detail, recv_ns)
+        return self._book_resync(coin, f"{detail}; resubscribing", recv_ns)
 
     def _on_ctx(self, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
         msg = _ctx_decoder.decode(data)
@@ -457,37 +439,9 @@ class HyperliquidCodec(Codec):
             out.append(MarkPrice(**head, mark_price=ctx.mark_px, index_price=ctx.oracle_px))
         if coin.oi and ctx.open_interest != coin.last_oi:
             coin.last_oi = ctx.open_interest
-            oi = _scale(ctx.open_interest, coin.contract_size)
+            oi = scale_size(ctx.open_interest, coin.contract_size)
             out.append(OpenInterest(**head, open_interest=oi))
         return out
-
-    # -- statuses -----------------------------------------------------------------------------
-
-    def _coin_status(self, coin: _Coin, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol=coin.symbol,
-            native_symbol=coin.native,
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol="",
-            native_symbol="",
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
-        self.counters.parse_errors += 1
-        return self._status("parse_error", detail, recv_ns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,31 +474,16 @@ def make_codecs(
     spot pair (``PURR/USDC``, ``@107``) is a ``ValueError``, as is any data type Hyperliquid
     does not publish (liquidations).
     """
-    merged: dict[str, Subscription] = {}
-    for sub in subscriptions:
-        unsupported = sub.data_types - _SUPPORTED
-        if unsupported:
-            names = ", ".join(sorted(unsupported))
-            raise ValueError(f"{venue}: hyperliquid has no public {names} ({sub.native_symbol})")
+
+    def key(sub: Subscription) -> str:
+        check_data_types(venue, "hyperliquid (public data)", sub, _SUPPORTED)
         spot_only = sub.data_types & _PERP_ONLY
         if spot_only and not _is_perp_name(sub.native_symbol):
             names = ", ".join(sorted(spot_only))
             raise ValueError(f"{venue}: {sub.native_symbol} is a spot pair: no {names}")
-        seen = merged.get(sub.native_symbol)
-        if seen is None:
-            merged[sub.native_symbol] = sub
-        elif seen.symbol != sub.symbol or seen.contract_size != sub.contract_size:
-            raise ValueError(
-                f"{venue}: {sub.native_symbol} configured twice differently "
-                f"({seen.symbol} and {sub.symbol})"
-            )
-        else:
-            merged[sub.native_symbol] = Subscription(
-                seen.native_symbol,
-                seen.symbol,
-                seen.data_types | sub.data_types,
-                seen.contract_size,
-            )
+        return sub.native_symbol
+
+    merged = merge_subscriptions(venue, subscriptions, key)
     subs = [s for s in merged.values() if s.data_types]
     if not subs:
         return []

@@ -39,15 +39,20 @@ connection (Kraken documents no per-connection cap; the figure is our choice).
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Mapping, Sequence
-from datetime import date
 from decimal import Decimal
 from typing import Final, Literal
 
 import msgspec
 
+from adapters._common import (
+    check_data_types,
+    check_finite,
+    chunks,
+    decimal_text,
+    merge_subscriptions,
+)
 from relay.book import Level as BookLevel
 from relay.book import OrderBook, levels_valid
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
@@ -61,6 +66,7 @@ from relay.events import (
     Trade,
     VenueStatus,
 )
+from relay.timestamps import rfc3339_ns
 
 __all__ = [
     "ADAPTER",
@@ -85,7 +91,6 @@ MAX_SYMBOLS_PER_SUBSCRIBE: Final = 100
 """Pairs per subscribe request, to keep request frames small."""
 PING_INTERVAL: Final = 30.0
 
-_DETAIL_MAX: Final = 200
 _PING: Final = '{"method":"ping"}'
 
 # ---------------------------------------------------------------------------------------------
@@ -110,44 +115,7 @@ def canonical_symbol(native: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Times
-
-_RFC3339: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
-    re.ASCII,
-)
-_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
-
-
-def rfc3339_ns(text: str) -> int:
-    """``"2026-10-06T08:04:56.000569Z"`` → integer nanoseconds since the epoch.
-
-    Up to 9 fractional digits, ``Z`` or a numeric offset; ``ValueError`` otherwise.
-    """
-    m = _RFC3339.fullmatch(text)
-    if m is None:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    y, mo, d, h, mi, s, frac, z, sign, oh, om = m.groups()
-    hour, minute, second = int(h), int(mi), int(s)
-    if hour > 23 or minute > 59 or second > 60:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    days = date(int(y), int(mo), int(d)).toordinal() - _EPOCH_ORDINAL  # validates the date
-    seconds = days * 86400 + hour * 3600 + minute * 60 + second
-    if z is None:
-        offset = int(oh) * 3600 + int(om) * 60
-        seconds -= offset if sign == "+" else -offset
-    nanos = int(frac.ljust(9, "0")) if frac else 0
-    return seconds * 1_000_000_000 + nanos
-
-
-# ---------------------------------------------------------------------------------------------
 # Wire formats. Only the fields the codec uses are declared; msgspec skips the rest.
-
-
-def _finite(value: Decimal | None) -> None:
-    # msgspec also accepts a JSON *string* for a Decimal field, so "NaN" could get in.
-    if value is not None and not value.is_finite():
-        raise ValueError(f"not a finite number: {value}")
 
 
 class _Envelope(msgspec.Struct, gc=False):
@@ -197,8 +165,7 @@ class _Trade(msgspec.Struct, gc=False):
     ts_ns: int = msgspec.field(default=0, name="__ts")
 
     def __post_init__(self) -> None:
-        _finite(self.price)
-        _finite(self.qty)
+        check_finite(self.price, self.qty)
         self.ts_ns = rfc3339_ns(self.timestamp)
 
 
@@ -213,8 +180,7 @@ class _Ticker(msgspec.Struct, gc=False):
     ts_ns: int | None = msgspec.field(default=None, name="__ts")
 
     def __post_init__(self) -> None:
-        for value in (self.bid, self.bid_qty, self.ask, self.ask_qty, self.last):
-            _finite(value)
+        check_finite(self.bid, self.bid_qty, self.ask, self.ask_qty, self.last)
         if self.timestamp is not None:
             self.ts_ns = rfc3339_ns(self.timestamp)
 
@@ -307,12 +273,6 @@ class _Symbol:
         self.last_sequence = 0
         """The ``sequence`` of the last published book event (kept across reconnects)."""
 
-    def size(self, qty: Decimal) -> str:
-        """A venue quantity as published: scaled by the contract size, if any."""
-        if self.contract_size is not None:
-            qty = qty * self.contract_size
-        return format(qty, "f")
-
     def next_sequence(self, ts_ns: int) -> int:
         seq = max(ts_ns, self.last_sequence + 1)
         self.last_sequence = seq
@@ -365,6 +325,8 @@ class KrakenCodec(Codec):
     max_send_rate = 5.0  # Kraken documents no WS request rate for public data ⚠; conservative
     ping_interval = PING_INTERVAL  # Kraken documents no idle timeout ⚠; an app ping is cheap
     max_lifetime = None
+    # Venue data failing a check outside msgspec raises a plain ValueError: a bad frame too.
+    bad_frame_errors = (ValueError,)
 
     def __init__(
         self,
@@ -416,24 +378,13 @@ class KrakenCodec(Codec):
         self._actions.append(SendFrame(_request_encoder.encode(frame).decode()))
 
     def _subscribe(self, natives: list[str], params: dict[str, object]) -> None:
-        for start in range(0, len(natives), MAX_SYMBOLS_PER_SUBSCRIBE):
-            chunk = natives[start : start + MAX_SYMBOLS_PER_SUBSCRIBE]
+        for chunk in chunks(natives, MAX_SYMBOLS_PER_SUBSCRIBE):
             self._request("subscribe", {**params, "symbol": chunk})
 
     def _book_params(self) -> dict[str, object]:
         return {"channel": "book", "depth": self.depth, "snapshot": True}
 
     # -- frames -------------------------------------------------------------------------------
-
-    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
-        self.counters.frames += 1
-        try:
-            return self._receive(data, recv_ns)
-        except (msgspec.DecodeError, ValueError) as exc:  # incl. msgspec.ValidationError
-            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
-        except Exception as exc:  # a bug of ours: report it rather than kill the connection
-            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
 
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
         env = _envelope_decoder.decode(data)
@@ -468,7 +419,7 @@ class KrakenCodec(Codec):
         kind = "unknown_symbol" if env.error and "not supported" in env.error else "venue_error"
         if state is None:
             return self._status(kind, detail, recv_ns)
-        return self._book_status(state, kind, detail, recv_ns)
+        return self._symbol_status(state, kind, detail, recv_ns)
 
     def _on_status(self, payload: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
         out: list[MarketEvent] = []
@@ -497,7 +448,7 @@ class KrakenCodec(Codec):
                 continue
             if state.precision is None:
                 detail = "not in the instrument snapshot; book not subscribed"
-                out.append(self._book_status(state, "unknown_symbol", detail, recv_ns))
+                out.append(self._symbol_status(state, "unknown_symbol", detail, recv_ns))
             else:
                 ready.append(state.native)
         self._subscribe(ready, self._book_params())
@@ -520,7 +471,7 @@ class KrakenCodec(Codec):
                     ts_recv=recv_ns,
                     trade_id=str(t.trade_id),
                     price=format(t.price, "f"),
-                    size=state.size(t.qty),
+                    size=decimal_text(t.qty, state.contract_size),
                     side=t.side,
                 )
             )
@@ -539,11 +490,11 @@ class KrakenCodec(Codec):
                     native_symbol=state.native,
                     ts_venue=q.ts_ns,
                     ts_recv=recv_ns,
-                    bid_price=None if q.bid is None else format(q.bid, "f"),
-                    bid_size=None if q.bid_qty is None else state.size(q.bid_qty),
-                    ask_price=None if q.ask is None else format(q.ask, "f"),
-                    ask_size=None if q.ask_qty is None else state.size(q.ask_qty),
-                    last_price=None if q.last is None else format(q.last, "f"),
+                    bid_price=decimal_text(q.bid),
+                    bid_size=decimal_text(q.bid_qty, state.contract_size),
+                    ask_price=decimal_text(q.ask),
+                    ask_size=decimal_text(q.ask_qty, state.contract_size),
+                    last_price=decimal_text(q.last),
                 )
             )
         return out
@@ -572,7 +523,7 @@ class KrakenCodec(Codec):
         self._truncate(book)
         if not self._check(state, item, recv_ns, out):
             return
-        size = state.size
+        cs = state.contract_size
         sequence = state.next_sequence(item.ts_ns)
         out.append(
             BookSnapshot(
@@ -582,8 +533,8 @@ class KrakenCodec(Codec):
                 ts_venue=item.ts_ns,
                 ts_recv=recv_ns,
                 sequence=sequence,
-                bids=[(format(p, "f"), size(q)) for p, q in book.sorted_bids()],
-                asks=[(format(p, "f"), size(q)) for p, q in book.sorted_asks()],
+                bids=[(format(p, "f"), decimal_text(q, cs)) for p, q in book.sorted_bids()],
+                asks=[(format(p, "f"), decimal_text(q, cs)) for p, q in book.sorted_asks()],
             )
         )
         state.synced = True
@@ -593,7 +544,7 @@ class KrakenCodec(Codec):
             detail = "snapshot applied (it carried no checksum)"
         else:
             detail = f"snapshot applied, checksum {item.checksum} verified"
-        out.append(self._book_status(state, "book_synced", detail, recv_ns))
+        out.append(self._symbol_status(state, "book_synced", detail, recv_ns))
 
     def _update(self, state: _Symbol, item: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
         book = state.book
@@ -601,9 +552,9 @@ class KrakenCodec(Codec):
         cut_bids, cut_asks = self._truncate(book)
         if not self._check(state, item, recv_ns, out):
             return
-        size = state.size
-        bids: list[Level] = [(format(p, "f"), size(q)) for p, q in item.book_bids]
-        asks: list[Level] = [(format(p, "f"), size(q)) for p, q in item.book_asks]
+        cs = state.contract_size
+        bids: list[Level] = [(format(p, "f"), decimal_text(q, cs)) for p, q in item.book_bids]
+        asks: list[Level] = [(format(p, "f"), decimal_text(q, cs)) for p, q in item.book_asks]
         bids += [(format(p, "f"), "0") for p, _ in cut_bids]
         asks += [(format(p, "f"), "0") for p, _ in cut_asks]
         prev = state.last_sequence
@@ -642,23 +593,18 @@ class KrakenCodec(Codec):
         if state.precision is not None and item.checksum is not None:
             got = _checksum(book, *state.precision)
             if got != item.checksum:
-                self.counters.checksum_failures += 1
                 detail = f"checksum {item.checksum} sent, {got} computed at {item.timestamp}"
-                out.append(self._book_status(state, "checksum_mismatch", detail, recv_ns))
+                out.append(self._checksum_mismatch(state, detail, recv_ns))
                 self._resync(state, f"checksum mismatch at {item.timestamp}", recv_ns, out)
                 return False
-        if book.is_crossed():
-            bid, ask = book.best_bid(), book.best_ask()
-            assert bid is not None and ask is not None  # a crossed book has both sides
-            detail = f"book crossed at {item.timestamp}: bid {bid[0]} >= ask {ask[0]}"
-            self._resync(state, detail, recv_ns, out)
+        if crossing := book.crossing():
+            self._resync(state, f"book crossed at {item.timestamp}: {crossing}", recv_ns, out)
             return False
         return True
 
     def _resync(self, state: _Symbol, reason: str, recv_ns: int, out: list[MarketEvent]) -> None:
         """Drop the pair's book and resubscribe its book alone for a fresh snapshot."""
-        self.counters.book_resyncs += 1
-        out.append(self._book_status(state, "book_resync", f"{reason}; resubscribing", recv_ns))
+        out.append(self._book_resync(state, f"{reason}; resubscribing", recv_ns))
         state.book.clear()
         state.synced = False
         # Kraken requires an unsubscribe to echo the subscribed depth.
@@ -666,34 +612,6 @@ class KrakenCodec(Codec):
             "unsubscribe", {"channel": "book", "symbol": [state.native], "depth": self.depth}
         )
         self._request("subscribe", {**self._book_params(), "symbol": [state.native]})
-
-    # -- statuses -----------------------------------------------------------------------------
-
-    def _book_status(self, state: _Symbol, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol=state.symbol,
-            native_symbol=state.native,
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol="",
-            native_symbol="",
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
-        self.counters.parse_errors += 1
-        return self._status("parse_error", detail, recv_ns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -714,28 +632,15 @@ def make_codecs(
     Subscriptions naming the same native pair are merged (Kraken pair names are
     case-sensitive, so they are compared exactly); pairs are packed in the order given.
     """
-    merged: dict[str, Subscription] = {}
-    for sub in subscriptions:
-        unsupported = sub.data_types - _SUPPORTED
-        if unsupported:
-            names = ", ".join(sorted(unsupported))
-            raise ValueError(f"{venue}: kraken spot has no {names} ({sub.native_symbol})")
-        seen = merged.get(sub.native_symbol)
-        if seen is None:
-            merged[sub.native_symbol] = sub
-        elif seen.symbol != sub.symbol or seen.contract_size != sub.contract_size:
-            raise ValueError(f"{venue}: {sub.native_symbol} configured twice, differently")
-        else:
-            merged[sub.native_symbol] = Subscription(
-                seen.native_symbol,
-                seen.symbol,
-                seen.data_types | sub.data_types,
-                seen.contract_size,
-            )
+
+    def key(sub: Subscription) -> str:
+        check_data_types(venue, "kraken spot", sub, _SUPPORTED)
+        return sub.native_symbol
+
+    merged = merge_subscriptions(venue, subscriptions, key)
     subs = [s for s in merged.values() if s.data_types]
     return [
-        KrakenCodec(venue, subs[i : i + MAX_SYMBOLS_PER_CONNECTION], endpoints)
-        for i in range(0, len(subs), MAX_SYMBOLS_PER_CONNECTION)
+        KrakenCodec(venue, chunk, endpoints) for chunk in chunks(subs, MAX_SYMBOLS_PER_CONNECTION)
     ]
 
 

@@ -43,14 +43,21 @@ channels per connection) and :data:`MAX_CHANNELS_PER_CONNECTION` channels in all
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Final
 
 import msgspec
 
+from adapters._common import (
+    check_data_types,
+    chunks,
+    merge_subscriptions,
+    price_size,
+    scale_levels,
+    scale_size,
+)
 from relay.book import Level as BookLevel
 from relay.book import OrderBook, parse_levels
-from relay.checksum import book_checksum, ms_text_to_ns
+from relay.checksum import book_checksum
 from relay.codec import Adapter, Codec, Endpoints, Reconnect, SendFrame, Subscription
 from relay.events import (
     BookDelta,
@@ -64,9 +71,9 @@ from relay.events import (
     Side,
     Ticker,
     Trade,
-    VenueStatus,
     check_num,
 )
+from relay.timestamps import NS_PER_MS, ms_text_to_ns
 
 __all__ = [
     "ADAPTER",
@@ -87,7 +94,6 @@ channels"); this is our conservative choice."""
 MAX_ARGS_PER_REQUEST: Final = 100
 """Args per ``subscribe`` request: about 5 kB, far below OKX's 64 kB request limit."""
 
-_DETAIL_MAX: Final = 200
 _SHUTDOWN_CODE: Final = "64008"
 
 # ---------------------------------------------------------------------------------------------
@@ -239,19 +245,10 @@ class _Book(msgspec.Struct, gc=False):
         # Everything is validated here, before the book is touched: a bad message must not
         # leave a half-applied book behind.
         self.ts_ns = ms_text_to_ns(self.ts)
-        self.wire_bids = _price_size(self.bids)
-        self.wire_asks = _price_size(self.asks)
+        self.wire_bids = price_size(self.bids)
+        self.wire_asks = price_size(self.asks)
         self.book_bids = parse_levels(self.wire_bids)
         self.book_asks = parse_levels(self.wire_asks)
-
-
-def _price_size(levels: list[list[str]]) -> list[Level]:
-    out: list[Level] = []
-    for level in levels:
-        if len(level) < 2:
-            raise ValueError("a book level needs a price and a size")
-        out.append((level[0], level[1]))
-    return out
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -313,19 +310,6 @@ class _Symbol:
         self.sequence = 0
 
 
-def _scale(size: str, contract_size: Decimal | None) -> str:
-    """Contracts → base units (exact), or the venue's text unchanged without a contract size."""
-    if contract_size is None:
-        return size
-    return format(Decimal(size) * contract_size, "f")
-
-
-def _scale_levels(levels: list[Level], contract_size: Decimal | None) -> list[Level]:
-    if contract_size is None:
-        return levels
-    return [(price, format(Decimal(size) * contract_size, "f")) for price, size in levels]
-
-
 # ---------------------------------------------------------------------------------------------
 # The codec
 
@@ -366,6 +350,8 @@ class OkxCodec(Codec):
     max_send_rate = 3.0  # subscribe/unsubscribe requests; OKX answers 60014 when too frequent
     ping_interval = 20.0  # OKX closes a connection after 30 s without traffic
     max_lifetime = None  # no documented forced disconnect; upgrades are announced (64008)
+    # Handlers read the ``ts`` texts after decoding: ms_text_to_ns's ValueError is a bad frame.
+    bad_frame_errors = (ValueError,)
 
     def __init__(
         self, venue: str, subscriptions: Sequence[Subscription], endpoints: Endpoints
@@ -410,9 +396,8 @@ class OkxCodec(Codec):
         """Reset every book and queue the ``subscribe`` requests."""
         for state in self._symbols.values():
             state.reset()
-        args = self.args
-        for start in range(0, len(args), MAX_ARGS_PER_REQUEST):
-            self._send("subscribe", args[start : start + MAX_ARGS_PER_REQUEST])
+        for args in chunks(self.args, MAX_ARGS_PER_REQUEST):
+            self._send("subscribe", args)
         return []
 
     def keepalive(self) -> str | None:
@@ -423,16 +408,6 @@ class OkxCodec(Codec):
         self._actions.append(SendFrame(frame))
 
     # -- frames -------------------------------------------------------------------------------
-
-    def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        """Decode one frame. Never raises: undecodable frames become ``parse_error``."""
-        self.counters.frames += 1
-        try:
-            return self._receive(data, recv_ns)
-        except (msgspec.DecodeError, ValueError) as exc:  # DecodeError covers validation
-            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
-        except Exception as exc:  # a bug of ours; the contract says never raise
-            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
 
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
         if data == "pong" or data == b"pong":
@@ -487,7 +462,7 @@ class OkxCodec(Codec):
                     ts_recv=recv_ns,
                     trade_id=t.tradeId,
                     price=t.px,
-                    size=_scale(t.sz, state.contract_size),
+                    size=scale_size(t.sz, state.contract_size),
                     side=t.side,
                 )
             )
@@ -508,9 +483,9 @@ class OkxCodec(Codec):
                     ts_venue=ms_text_to_ns(t.ts),
                     ts_recv=recv_ns,
                     bid_price=t.bidPx or None,
-                    bid_size=_scale(t.bidSz, cs) if t.bidSz else None,
+                    bid_size=scale_size(t.bidSz, cs) if t.bidSz else None,
                     ask_price=t.askPx or None,
-                    ask_size=_scale(t.askSz, cs) if t.askSz else None,
+                    ask_size=scale_size(t.askSz, cs) if t.askSz else None,
                     last_price=t.last or None,
                 )
             )
@@ -571,7 +546,7 @@ class OkxCodec(Codec):
                         ts_recv=recv_ns,
                         side=_position_side(d),
                         price=d.bkPx,
-                        size=_scale(d.sz, state.contract_size),
+                        size=scale_size(d.sz, state.contract_size),
                     )
                 )
         return out
@@ -604,7 +579,7 @@ class OkxCodec(Codec):
         book.apply_snapshot(msg.book_bids, msg.book_asks)
         if not self._book_ok(state, msg, recv_ns, out):
             return
-        sequence = msg.seqId if msg.seqId is not None else msg.ts_ns // 1_000_000
+        sequence = msg.seqId if msg.seqId is not None else msg.ts_ns // NS_PER_MS
         state.synced = True
         state.seq_id = msg.seqId
         state.sequence = sequence
@@ -618,19 +593,18 @@ class OkxCodec(Codec):
                 ts_recv=recv_ns,
                 sequence=sequence,
                 # The venue's text as sent (contract sizes scaled), as for every delta.
-                bids=_scale_levels(msg.wire_bids, cs),
-                asks=_scale_levels(msg.wire_asks, cs),
+                bids=scale_levels(msg.wire_bids, cs),
+                asks=scale_levels(msg.wire_asks, cs),
             )
         )
         detail = f"snapshot seqId={msg.seqId} levels={len(book)}"
-        out.append(self._book_status(state, "book_synced", detail, recv_ns))
+        out.append(self._symbol_status(state, "book_synced", detail, recv_ns))
 
     def _update(self, state: _Symbol, msg: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
         seq_id = msg.seqId
         if msg.prevSeqId is not None and msg.prevSeqId != state.seq_id:
-            self.counters.book_gaps += 1
             detail = f"prevSeqId={msg.prevSeqId} but last seqId={state.seq_id} (seqId={seq_id})"
-            out.append(self._book_status(state, "book_gap", detail, recv_ns))
+            out.append(self._book_gap(state, detail, recv_ns))
             self._resync(state, f"sequence gap: {detail}", recv_ns, out)
             return
         state.book.apply_delta(msg.book_bids, msg.book_asks)
@@ -639,7 +613,7 @@ class OkxCodec(Codec):
         if seq_id is not None and seq_id == msg.prevSeqId:
             return  # the documented no-op heartbeat: nothing changed, nothing to publish
         prev = state.sequence
-        sequence = seq_id if seq_id is not None else msg.ts_ns // 1_000_000
+        sequence = seq_id if seq_id is not None else msg.ts_ns // NS_PER_MS
         state.seq_id = seq_id
         state.sequence = sequence
         cs = state.contract_size
@@ -653,8 +627,8 @@ class OkxCodec(Codec):
                 first_sequence=None,
                 sequence=sequence,
                 prev_sequence=prev,
-                bids=_scale_levels(msg.wire_bids, cs),
-                asks=_scale_levels(msg.wire_asks, cs),
+                bids=scale_levels(msg.wire_bids, cs),
+                asks=scale_levels(msg.wire_asks, cs),
             )
         )
 
@@ -664,55 +638,22 @@ class OkxCodec(Codec):
         if msg.checksum:
             ours = book_checksum(book)
             if ours != msg.checksum:
-                self.counters.checksum_failures += 1
                 detail = f"checksum {msg.checksum}, book gives {ours} (seqId={msg.seqId})"
-                out.append(self._book_status(state, "checksum_mismatch", detail, recv_ns))
+                out.append(self._checksum_mismatch(state, detail, recv_ns))
                 self._resync(state, f"checksum mismatch: {detail}", recv_ns, out)
                 return False
-        if book.is_crossed():
-            bid, ask = book.best_bid(), book.best_ask()
-            assert bid is not None and ask is not None  # a crossed book has both sides
-            detail = f"book crossed at seqId={msg.seqId}: bid {bid[0]} >= ask {ask[0]}"
-            self._resync(state, detail, recv_ns, out)
+        if crossing := book.crossing():
+            self._resync(state, f"book crossed at seqId={msg.seqId}: {crossing}", recv_ns, out)
             return False
         return True
 
     def _resync(self, state: _Symbol, detail: str, recv_ns: int, out: list[MarketEvent]) -> None:
         """Drop the instrument's book and resubscribe its ``books`` channel (new snapshot)."""
-        self.counters.book_resyncs += 1
-        out.append(self._book_status(state, "book_resync", f"{detail}; resubscribing", recv_ns))
+        out.append(self._book_resync(state, f"{detail}; resubscribing", recv_ns))
         state.reset()
         arg = [{"channel": "books", "instId": state.native}]
         self._send("unsubscribe", arg)
         self._send("subscribe", arg)
-
-    # -- statuses -----------------------------------------------------------------------------
-
-    def _book_status(self, state: _Symbol, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol=state.symbol,
-            native_symbol=state.native,
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _status(self, kind: str, detail: str, recv_ns: int) -> VenueStatus:
-        return VenueStatus(
-            venue=self.venue,
-            symbol="",
-            native_symbol="",
-            ts_venue=None,
-            ts_recv=recv_ns,
-            kind=kind,
-            detail=detail[:_DETAIL_MAX],
-        )
-
-    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
-        self.counters.parse_errors += 1
-        return self._status("parse_error", detail, recv_ns)
 
 
 def _position_side(d: _LiqDetail) -> Side:
@@ -757,27 +698,15 @@ def make_codecs(
     :data:`MAX_CHANNELS_PER_CONNECTION` channels; an instrument's channels always share one
     connection (its ``liquidation-orders`` instType subscription counts one channel).
     """
-    merged: dict[str, Subscription] = {}
-    for sub in subscriptions:
-        unsupported = sub.data_types - _SUPPORTED
-        if unsupported:
-            names = ", ".join(sorted(unsupported))
-            raise ValueError(f"{venue}: okx codec has no {names} ({sub.native_symbol})")
+
+    def key(sub: Subscription) -> str:
+        check_data_types(venue, "okx codec", sub, _SUPPORTED)
         if inst_type(sub.native_symbol) is None:
             raise ValueError(f"{venue}: {sub.native_symbol} is not an OKX instId")
-        key = sub.native_symbol.upper()
-        seen = merged.get(key)
-        if seen is None:
-            merged[key] = sub
-        elif seen.symbol != sub.symbol or seen.contract_size != sub.contract_size:
-            raise ValueError(f"{venue}: {sub.native_symbol} configured twice, differently")
-        else:
-            merged[key] = Subscription(
-                seen.native_symbol,
-                seen.symbol,
-                seen.data_types | sub.data_types,
-                seen.contract_size,
-            )
+        return sub.native_symbol.upper()
+
+    merged = merge_subscriptions(venue, subscriptions, key)
+    # Two budgets per connection (books and all channels), so not adapters._common.pack.
     shards: list[list[Subscription]] = []
     books = channels = 0
     for sub in merged.values():

@@ -196,6 +196,20 @@ class OrderBook:
         ask = self.asks.best()
         return ask is not None and bid[0] >= ask[0]
 
+    def crossing(self) -> str | None:
+        """``"bid 101.5 >= ask 101.2"`` when the book :meth:`is_crossed`, else ``None``.
+
+        The crossing prices for a codec's status detail; one call does the check and the
+        text, so a codec can use it on every update instead of :meth:`is_crossed`.
+        """
+        bid = self.bids.best()
+        if bid is None:
+            return None
+        ask = self.asks.best()
+        if ask is None or bid[0] < ask[0]:
+            return None
+        return f"bid {bid[0]} >= ask {ask[0]}"
+
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
         """The best ``n`` bids (descending) and asks (ascending)."""
         return self.bids.top(n), self.asks.top(n)

@@ -13,8 +13,9 @@ A venue level's text comes back from :class:`~relay.book.OrderBook` as a
 zeros and all, which is what the checksum needs. (It would not restore exponent notation
 such as ``"1E-8"``, which neither venue sends.)
 
-Also here: :func:`ms_text_to_ns`, the strict reading of the millisecond timestamps both
-venues send as decimal strings.
+:func:`~relay.timestamps.ms_text_to_ns`, the strict reading of the millisecond timestamps
+both venues send as decimal strings, lives in :mod:`relay.timestamps`; it is re-exported
+here for the callers that import it from this module.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from decimal import Decimal
 from typing import Final
 
 from relay.book import OrderBook
+from relay.timestamps import ms_text_to_ns
 
 __all__ = [
     "CHECKSUM_DEPTH",
@@ -36,8 +38,6 @@ __all__ = [
 
 CHECKSUM_DEPTH: Final = 25
 """Levels per side the OKX / Bitget checksum covers."""
-
-_MS: Final = 1_000_000
 
 
 def crc32_signed(text: str) -> int:
@@ -73,14 +73,3 @@ def book_checksum(book: OrderBook, depth: int = CHECKSUM_DEPTH) -> int:
     """The signed CRC32 checksum of ``book``'s best ``depth`` levels per side."""
     bids, asks = book.top(depth)
     return crc32_signed(checksum_text(_texts(bids), _texts(asks), depth))
-
-
-def ms_text_to_ns(text: str) -> int:
-    """``"1597026383085"`` (epoch milliseconds as a decimal string) → nanoseconds.
-
-    Stricter than ``int()``, which would also take ``" 1"``, ``"+1"``, ``"1_0"`` or
-    non-ASCII digits: anything but plain ASCII digits raises ``ValueError``.
-    """
-    if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"not a millisecond timestamp: {text!r}")
-    return int(text) * _MS

@@ -8,6 +8,10 @@ after every call. A codec never touches a socket, a clock or trio, and it never 
 out of :meth:`Codec.receive`: a frame it cannot understand becomes a ``parse_error``
 :class:`~relay.events.VenueStatus`.
 
+:class:`Codec` also carries what every venue codec does the same way: the never-raise
+guard around :meth:`Codec._receive`, and the builders of status events, which keep each
+status and its :class:`CodecCounters` count together.
+
 An adapter module exposes one :class:`Adapter` object named ``ADAPTER``, which turns the
 configured subscriptions of a venue into one codec per connection it needs.
 """
@@ -18,9 +22,14 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import ClassVar, Final, Protocol
 
-from relay.events import DataType, MarketEvent
+import msgspec
+
+from relay.events import DataType, MarketEvent, VenueStatus
+
+STATUS_DETAIL_MAX: Final = 200
+"""Characters of a status ``detail`` that are kept: it goes into every status message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,20 @@ class CodecCounters:
     stale_deltas_dropped: int = 0
 
 
+class SymbolState(Protocol):
+    """What a codec's per-instrument state shows of itself in a status event."""
+
+    @property
+    def symbol(self) -> str:
+        """The canonical symbol."""
+        ...
+
+    @property
+    def native(self) -> str:
+        """The venue's spelling, as stamped on the instrument's events."""
+        ...
+
+
 class Codec(abc.ABC):
     """One connection's protocol state. Subclassed once per venue."""
 
@@ -104,6 +127,11 @@ class Codec(abc.ABC):
     """Seconds between client-initiated keepalives; ``None`` when the venue pings us."""
     max_lifetime: float | None = None
     """Seconds after which the venue cuts the connection; the shell reconnects before."""
+    bad_frame_errors: ClassVar[tuple[type[Exception], ...]] = (msgspec.DecodeError,)
+    """What :meth:`receive` reports as a malformed frame (``bad frame: …``) when
+    :meth:`_receive` raises it; any other exception is reported as a bug of ours
+    (``internal error: …``). ``msgspec.DecodeError`` covers its ``ValidationError``, and
+    with it the ``ValueError`` of a Struct's ``__post_init__``."""
 
     def __init__(self) -> None:
         self._actions: list[Action] = []
@@ -118,9 +146,29 @@ class Codec(abc.ABC):
     def connected(self, now_ns: int) -> list[MarketEvent]:
         """A new connection is open: reset per-connection state, queue subscribe frames."""
 
-    @abc.abstractmethod
     def receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
-        """Decode one frame into events. Never raises."""
+        """Decode one frame into events. Never raises.
+
+        Counts the frame (``counters.frames``) and hands it to :meth:`_receive`. An
+        exception out of that becomes a ``parse_error`` status (``counters.parse_errors``)
+        rather than kill the connection: ``bad frame: …`` for :attr:`bad_frame_errors`,
+        ``internal error: …`` for anything else.
+        """
+        self.counters.frames += 1
+        try:
+            return self._receive(data, recv_ns)
+        except self.bad_frame_errors as exc:
+            return [self._parse_error(f"bad frame: {exc}", recv_ns)]
+        except Exception as exc:
+            return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
+
+    def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        """The venue's decoding of one frame, guarded by :meth:`receive`; may raise.
+
+        Every venue codec implements this. (Not abstract, so that a codec which replaces
+        :meth:`receive` itself need not; that codec keeps the never-raise promise alone.)
+        """
+        raise NotImplementedError
 
     def keepalive(self) -> str | None:
         """The application-level ping frame to send every ``ping_interval``, if any."""
@@ -133,6 +181,58 @@ class Codec(abc.ABC):
     def snapshot_failed(self, key: str, reason: str) -> list[MarketEvent]:
         """The REST snapshot for ``key`` could not be fetched."""
         return []
+
+    # -- status events -------------------------------------------------------------------------
+    # ``detail`` is cut to STATUS_DETAIL_MAX characters. The builders named after a counter
+    # also count it, so that every such status is counted exactly once.
+
+    def _status(
+        self, kind: str, detail: str, recv_ns: int, *, ts_venue: int | None = None
+    ) -> VenueStatus:
+        """A status of ``kind`` about the whole connection (empty symbols)."""
+        return VenueStatus(
+            venue=self.venue,
+            symbol="",
+            native_symbol="",
+            ts_venue=ts_venue,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:STATUS_DETAIL_MAX],
+        )
+
+    def _symbol_status(
+        self, state: SymbolState, kind: str, detail: str, recv_ns: int
+    ) -> VenueStatus:
+        """A status of ``kind`` about one instrument (its book, its subscription)."""
+        return VenueStatus(
+            venue=self.venue,
+            symbol=state.symbol,
+            native_symbol=state.native,
+            ts_venue=None,
+            ts_recv=recv_ns,
+            kind=kind,
+            detail=detail[:STATUS_DETAIL_MAX],
+        )
+
+    def _parse_error(self, detail: str, recv_ns: int) -> VenueStatus:
+        """A ``parse_error`` status; counts ``parse_errors``."""
+        self.counters.parse_errors += 1
+        return self._status("parse_error", detail, recv_ns)
+
+    def _book_gap(self, state: SymbolState, detail: str, recv_ns: int) -> VenueStatus:
+        """A ``book_gap`` status for ``state``'s book; counts ``book_gaps``."""
+        self.counters.book_gaps += 1
+        return self._symbol_status(state, "book_gap", detail, recv_ns)
+
+    def _book_resync(self, state: SymbolState, detail: str, recv_ns: int) -> VenueStatus:
+        """A ``book_resync`` status for ``state``'s book; counts ``book_resyncs``."""
+        self.counters.book_resyncs += 1
+        return self._symbol_status(state, "book_resync", detail, recv_ns)
+
+    def _checksum_mismatch(self, state: SymbolState, detail: str, recv_ns: int) -> VenueStatus:
+        """A ``checksum_mismatch`` status for ``state``'s book; counts ``checksum_failures``."""
+        self.counters.checksum_failures += 1
+        return self._symbol_status(state, "checksum_mismatch", detail, recv_ns)
 
 
 class MakeCodecs(Protocol):

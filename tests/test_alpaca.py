@@ -24,7 +24,6 @@ from adapters.alpaca import (
     MAX_SYMBOLS_PER_FRAME,
     AlpacaCodec,
     feed_urls,
-    parse_time,
 )
 from relay.book import OrderBook, parse_levels
 from relay.captures import Recording, load
@@ -38,6 +37,7 @@ from relay.events import (
     Trade,
     VenueStatus,
 )
+from relay.timestamps import rfc3339_ns as parse_time
 from relay.wire import encode, subject, to_message
 
 DOC = Path(__file__).parent / "data" / "alpaca" / "doc_examples.jsonl"

@@ -23,7 +23,6 @@ from adapters.coinbase import (
     ADAPTER,
     MAX_PRODUCTS_PER_CONNECTION,
     CoinbaseCodec,
-    rfc3339_ns,
 )
 from relay.book import OrderBook, parse_levels
 from relay.captures import Frame, load
@@ -37,6 +36,7 @@ from relay.events import (
     Trade,
     VenueStatus,
 )
+from relay.timestamps import rfc3339_ns
 from relay.wire import encode, subject, to_message
 
 DATA = Path(__file__).parent / "data" / "coinbase"

@@ -30,7 +30,6 @@ from adapters.kraken import (
     MAX_SYMBOLS_PER_SUBSCRIBE,
     KrakenCodec,
     book_checksum,
-    rfc3339_ns,
 )
 from relay.book import OrderBook, parse_levels
 from relay.captures import Frame, load
@@ -44,6 +43,7 @@ from relay.events import (
     Trade,
     VenueStatus,
 )
+from relay.timestamps import rfc3339_ns
 from relay.wire import encode, subject, to_message
 
 DATA = Path(__file__).parent / "data" / "kraken"

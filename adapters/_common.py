@@ -1,0 +1,193 @@
+"""Helpers several venue codecs share, for the parts of their work that are venue-neutral.
+
+* planning connections in ``make_codecs``: :func:`check_data_types`,
+  :func:`merge_subscriptions`, :func:`pack` (symbols onto connections) and :func:`chunks`
+  (args into request frames);
+* numbers: :func:`scale_size` and :func:`scale_levels` turn contracts into base units
+  with exact :class:`~decimal.Decimal` arithmetic; for venues that send JSON numbers,
+  decoded as ``Decimal``, :func:`check_finite` rejects NaN and infinities and
+  :func:`decimal_text` writes the number back as plain text;
+* symbols: :func:`split_quote` splits an undelimited pair (``BTCUSDT``) at a known quote
+  asset;
+* books: :func:`price_size` reads ``[price, size, …]`` level lists.
+
+What is venue-specific (which data types, which key names an instrument, what a unit
+costs on a connection, which quote assets) is passed in by the venue module. The module's
+name starts with ``_``, so :data:`adapters.NAMES` does not list it as an adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from decimal import Decimal
+from typing import TypeVar, overload
+
+from relay.codec import Subscription
+from relay.events import DataType, Level
+
+__all__ = [
+    "check_data_types",
+    "check_finite",
+    "chunks",
+    "decimal_text",
+    "merge_subscriptions",
+    "pack",
+    "price_size",
+    "scale_levels",
+    "scale_size",
+    "split_quote",
+]
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------------------------
+# Connection planning
+
+
+def check_data_types(
+    venue: str, what: str, sub: Subscription, supported: frozenset[DataType]
+) -> None:
+    """Raise ``ValueError`` naming the data types of ``sub`` that ``supported`` lacks.
+
+    ``what`` names the feed in the message: ``"okx"``, ``"bybit spot"``.
+    """
+    unsupported = sub.data_types - supported
+    if unsupported:
+        names = ", ".join(sorted(unsupported))
+        raise ValueError(f"{venue}: {what} has no {names} ({sub.native_symbol})")
+
+
+def merge_subscriptions(
+    venue: str, subscriptions: Iterable[Subscription], key: Callable[[Subscription], K]
+) -> dict[K, Subscription]:
+    """One subscription per instrument, in the order instruments are first named.
+
+    ``key(sub)`` names the instrument a subscription is for (for example its native symbol
+    upper-cased, where the venue ignores case); it is called once per subscription, in
+    order, and is also where a venue rejects what it cannot serve, by raising
+    ``ValueError``. Subscriptions with equal keys are merged into the first one's spelling
+    with the union of their data types. ``ValueError`` if they disagree on the canonical
+    symbol or on the contract size.
+    """
+    merged: dict[K, Subscription] = {}
+    for sub in subscriptions:
+        k = key(sub)
+        seen = merged.get(k)
+        if seen is None:
+            merged[k] = sub
+            continue
+        if seen.symbol != sub.symbol:
+            raise ValueError(
+                f"{venue}: {sub.native_symbol} configured twice differently: "
+                f"mapped to both {seen.symbol} and {sub.symbol}"
+            )
+        if seen.contract_size != sub.contract_size:
+            raise ValueError(
+                f"{venue}: {sub.native_symbol} configured twice differently: "
+                f"given two contract sizes ({seen.contract_size} and {sub.contract_size})"
+            )
+        merged[k] = Subscription(
+            seen.native_symbol, seen.symbol, seen.data_types | sub.data_types, seen.contract_size
+        )
+    return merged
+
+
+def pack(items: Iterable[T], cost: Callable[[T], int], limit: int) -> list[list[T]]:
+    """Items, in order, on as few connections as keep each one's total ``cost`` in ``limit``.
+
+    A connection is filled until the next item does not fit, then a new one is started: an
+    item's units (a symbol's streams, say) are never split. Items costing nothing are left
+    out; an item costing more than ``limit`` gets a connection of its own.
+    """
+    shards: list[list[T]] = []
+    used = limit  # forces a first shard
+    for item in items:
+        n = cost(item)
+        if n == 0:
+            continue
+        if used + n > limit:
+            shards.append([])
+            used = 0
+        shards[-1].append(item)
+        used += n
+    return shards
+
+
+def chunks(items: list[T], size: int) -> list[list[T]]:
+    """``items`` cut into consecutive lists of at most ``size`` (for request frames)."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes and numbers
+
+
+def scale_size(size: str, contract_size: Decimal | None) -> str:
+    """A venue size in base units: ``size`` unchanged without a contract size, else
+    ``size × contract_size`` exactly, written in plain notation."""
+    if contract_size is None:
+        return size
+    return format(Decimal(size) * contract_size, "f")
+
+
+def scale_levels(levels: list[Level], contract_size: Decimal | None) -> list[Level]:
+    """:func:`scale_size` on every level's size; ``levels`` itself without a contract size."""
+    if contract_size is None:
+        return levels
+    return [(price, format(Decimal(size) * contract_size, "f")) for price, size in levels]
+
+
+def check_finite(*values: Decimal | None) -> None:
+    """Raise ``ValueError`` for a NaN or infinite value (``None`` passes).
+
+    For the ``__post_init__`` of Structs with ``Decimal`` fields: msgspec also accepts a
+    JSON *string* for a Decimal, so ``"NaN"`` could get in; raised there, the ValueError
+    becomes a decode error.
+    """
+    for value in values:
+        if value is not None and not value.is_finite():
+            raise ValueError(f"not a finite number: {value}")
+
+
+@overload
+def decimal_text(value: Decimal, factor: Decimal | None = None) -> str: ...
+@overload
+def decimal_text(value: None, factor: Decimal | None = None) -> None: ...
+@overload
+def decimal_text(value: Decimal | None, factor: Decimal | None = None) -> str | None: ...
+def decimal_text(value: Decimal | None, factor: Decimal | None = None) -> str | None:
+    """A venue number decoded as a Decimal, as plain text (``5e-05`` → ``"0.00005"``),
+    times ``factor`` (a contract size) when one is given; ``None`` stays ``None``.
+
+    Plain notation keeps every digit the venue sent, trailing zeros included.
+    """
+    if value is None:
+        return None
+    return format(value if factor is None else value * factor, "f")
+
+
+# ---------------------------------------------------------------------------------------------
+# Symbols and book levels
+
+
+def split_quote(symbol: str, quotes: Sequence[str]) -> tuple[str, str] | None:
+    """``("BTCUSDT", quotes)`` → ``("BTC", "USDT")``: the first of ``quotes`` that ends
+    ``symbol`` and leaves a non-empty base; ``None`` when none does.
+
+    Pass ``quotes`` longest first, so that ``USDT`` is tried before ``USD``.
+    """
+    for quote in quotes:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return symbol[: -len(quote)], quote
+    return None
+
+
+def price_size(levels: list[list[str]]) -> list[Level]:
+    """``[[price, size, …], …]`` → ``[(price, size), …]``; ``ValueError`` for a short level."""
+    out: list[Level] = []
+    for level in levels:
+        if len(level) < 2:
+            raise ValueError("a book level needs a price and a size")
+        out.append((level[0], level[1]))
+    return out
