@@ -69,24 +69,60 @@ def write_config(tmp_path: Path, text: str) -> Path:
 # The example config and the defaults.
 
 
+EXAMPLE_STREAM_OF = {
+    DataType.TRADE: "MARKET_TRADES",
+    DataType.LIQUIDATION: "MARKET_TRADES",
+    DataType.L2_ORDERBOOK: "MARKET_BOOKS",
+    DataType.TICKER: "MARKET_TICKERS",
+    DataType.FUNDING_RATE: "MARKET_TICKERS",
+    DataType.MARK_PRICE: "MARKET_TICKERS",
+    DataType.OPEN_INTEREST: "MARKET_TICKERS",
+}
+"""Where the example sends each data type: books in a stream of their own, so that a flood of
+deltas can only evict older book messages, never trades."""
+EXAMPLE_BYTES_PER_VENUE = 1 << 29
+"""The example's storage budget: 1 GiB per 2 venues."""
+
+
 def test_example_config_loads() -> None:
     config = load_config(EXAMPLE, env={})
 
     assert config.nats.urls == ["nats://127.0.0.1:4222"]
     assert config.nats.auth == "none"
     assert (config.http.bind, config.http.port) == ("127.0.0.1", 8080)
-    assert [s.name for s in config.nats.streams] == [
-        "MARKET_TRADES",
-        "MARKET_BOOKS",
-        "MARKET_TICKERS",
-        "MARKET_STATUS",
-    ]
-    assert all(s.storage == "file" for s in config.nats.streams)
-    assert all(s.duplicate_window_secs == 120 for s in config.nats.streams)
-    assert all(s.max_age_secs > 0 and s.max_bytes > 0 for s in config.nats.streams)
-    [venue] = config.venues
-    assert (venue.id, venue.adapter, venue.enabled) == ("binance", "binance", True)
-    assert venue_subscriptions(venue) == [
+    streams = {s.name: s for s in config.nats.streams}
+    assert list(streams) == ["MARKET_TRADES", "MARKET_BOOKS", "MARKET_TICKERS", "MARKET_STATUS"]
+    expected: dict[str, list[str]] = {"MARKET_STATUS": ["market.*._status"]}
+    for data_type, name in EXAMPLE_STREAM_OF.items():
+        expected.setdefault(name, []).append(f"market.*.*.{data_type}")
+    assert {name: sorted(s.subjects) for name, s in streams.items()} == {
+        name: sorted(subjects) for name, subjects in expected.items()
+    }
+    for stream in streams.values():
+        assert (stream.storage, stream.retention, stream.discard) == ("file", "limits", "old")
+        assert stream.max_age_secs > 0 and stream.max_bytes > 0
+        # Long enough to recognize what a reconnect or a publish retry sends again.
+        assert stream.duplicate_window_secs >= 120
+    assert streams["MARKET_TRADES"].max_age_secs > streams["MARKET_BOOKS"].max_age_secs
+    # Every adapter counts against the budget, alpaca too: it is one export away from running.
+    total = sum(s.max_bytes for s in streams.values())
+    assert total <= len(adapters.NAMES) * EXAMPLE_BYTES_PER_VENUE
+
+    venues = {venue.id: venue for venue in config.venues}
+    assert sorted(venues) == sorted(set(adapters.NAMES) - {"alpaca"})
+    for venue in venues.values():
+        adapter = adapters.load(venue.adapter)
+        assert (venue.adapter, venue.enabled) == (venue.id, True)
+        assert venue.connection == ConnectionConfig()  # the real endpoints
+        assert venue.missing_credentials(adapter) == []
+        subscriptions = venue_subscriptions(venue)
+        assert {s.symbol.split("-")[0] for s in subscriptions} == {"BTC", "ETH"}, venue.id
+        subscribed = set().union(*(s.data_types for s in subscriptions))
+        # OKX swaps size liquidations (and trades, books, tickers) in contracts, which a
+        # config cannot convert yet: the example takes only their unit-free data.
+        unused = {DataType.LIQUIDATION} if venue.id == "okx" else set()
+        assert adapter.data_types - subscribed == unused, venue.id
+    assert venue_subscriptions(venues["binance"]) == [
         Subscription(
             "BTCUSDT",
             "BTC-USDT",
@@ -98,6 +134,23 @@ def test_example_config_loads() -> None:
             frozenset({DataType.TRADE, DataType.TICKER, DataType.L2_ORDERBOOK}),
         ),
     ]
+
+
+def test_example_alpaca_block_runs_once_uncommented_with_keys(tmp_path: Path) -> None:
+    """The example leaves alpaca commented out (an unset key cannot be made optional); the
+    block it documents must work as soon as it is uncommented and the keys exported."""
+    text = EXAMPLE.read_text()
+    block = text[text.index('# [[venues]]\n# id = "alpaca"') :]
+    uncommented = [line.removeprefix("#").removeprefix(" ") for line in block.splitlines()]
+    path = write_config(tmp_path, text + "\n".join(uncommented) + "\n")
+
+    env = {"ALPACA_KEY_ID": "key-id", "ALPACA_SECRET_KEY": "secret-key"}
+    alpaca = load_config(path, env=env).venues[-1]
+    assert alpaca.id == "alpaca"
+    assert alpaca.credentials == {"key_id": "key-id", "secret_key": "secret-key"}
+    assert alpaca.missing_credentials(adapters.load("alpaca")) == []
+    with pytest.raises(ConfigError, match="environment variable ALPACA_KEY_ID is not set"):
+        load_config(path, env={})
 
 
 def test_example_config_takes_nats_url_from_env() -> None:
@@ -445,25 +498,38 @@ def test_plan_maps_every_subject_to_its_stream() -> None:
         assert f"market.binance.{symbol}.trade -> MARKET_TRADES" in plan
         assert f"market.binance.{symbol}.ticker -> MARKET_TICKERS" in plan
         assert f"market.binance.{symbol}.l2_orderbook -> MARKET_BOOKS" in plan
-    assert "market.binance._status -> MARKET_STATUS" in plan
+    routes = [line.strip().split(" -> ") for line in plan.splitlines() if " -> " in line]
+    assert {subject.split(".")[1] for subject, _ in routes} == {v.id for v in config.venues}
+    for subject, stream in routes:
+        if subject.endswith("._status"):
+            assert stream == "MARKET_STATUS", subject
+        else:
+            assert stream == EXAMPLE_STREAM_OF[DataType(subject.rsplit(".", 1)[1])], subject
     assert "MARKET_TRADES: market.*.*.trade, market.*.*.liquidation" in plan
-    assert "storage file, retention limits, max age 7d, max bytes 10 GiB" in plan
+    assert "storage file, retention limits, max age 7d, max bytes 2 GiB" in plan
     assert "auth none" in plan
     assert "WARNING" not in plan
 
 
 def test_plan_lists_adapter_endpoints_and_connections() -> None:
     config = load_config(EXAMPLE, env={})
-    [venue] = config.venues
-    plan = plan_text(config)
+    sections = {
+        section.split(":")[0].removeprefix("venue "): section
+        for section in plan_text(config).split("\n\n")
+        if section.startswith("venue ")
+    }
 
-    codecs = BINANCE.make_codecs(venue.id, venue_subscriptions(venue), venue_endpoints(venue))
-    assert f"connections ({len(codecs)}):" in plan
-    for codec in codecs:
-        assert f"    {codec.url}\n" in plan
-    assert "venue binance: adapter binance" in plan
-    assert f"ws endpoint: {BINANCE.default_endpoints.ws_url}" in plan
-    assert f"rest endpoint: {BINANCE.default_endpoints.rest_url}" in plan
+    assert list(sections) == [venue.id for venue in config.venues]
+    for venue in config.venues:
+        adapter = adapters.load(venue.adapter)
+        section = sections[venue.id]
+        codecs = adapter.make_codecs(venue.id, venue_subscriptions(venue), venue_endpoints(venue))
+        assert section.startswith(f"venue {venue.id}: adapter {adapter.name}\n")
+        assert f"ws endpoint: {adapter.default_endpoints.ws_url}\n" in section
+        assert f"rest endpoint: {adapter.default_endpoints.rest_url}\n" in section
+        assert f"connections ({len(codecs)}):" in section
+        for codec in codecs:
+            assert f"    {codec.url}\n" in section
 
 
 def test_plan_shows_disabled_venues_consumers_and_overrides() -> None:

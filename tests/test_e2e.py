@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -23,6 +19,7 @@ from relay.captures import load
 from relay.natsd import NatsServer, free_port
 from relay.replay import ReplayVenue
 from relay.wire import symbol_token
+from tests.e2e_support import eventually, metric, relay_process
 from tests.jetstream import stream_counts, stream_messages
 
 CAPTURE = Path(__file__).parent / "data" / "cryptofeed" / "BINANCE.ws.1.0"
@@ -108,34 +105,6 @@ data_types = ["trade"]
     return path
 
 
-@asynccontextmanager
-async def relay_process(config: Path, log: Path) -> AsyncIterator[trio.Process]:
-    with log.open("ab") as stderr:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "relay", "run", "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-
-
-async def eventually(check: Callable[[], object], timeout: float = 20.0) -> None:
-    """Await ``check()`` (sync or async) until it returns truthy."""
-    with trio.fail_after(timeout):
-        while True:
-            result = check()
-            if hasattr(result, "__await__"):
-                result = await result  # type: ignore[misc]
-            if result:
-                return
-            await trio.sleep(0.1)
-
-
 async def data_counts(url: str) -> dict[str, int]:
     return await stream_counts(url, DATA_STREAMS)
 
@@ -179,10 +148,10 @@ async def test_replay_to_jetstream_exactly_once(nats_server: NatsServer, tmp_pat
                 in metrics
             )
             stored_total = sum(want.values())
-            published = _metric(metrics, 'relay_published_messages_total{venue="binance"}')
+            published = metric(metrics, 'relay_published_messages_total{venue="binance"}')
             status_stored = (await stream_counts(nats.url, ["MARKET_STATUS"]))["MARKET_STATUS"]
             assert published == stored_total + status_stored
-            assert _metric(metrics, "relay_publish_in_flight") == 0
+            assert metric(metrics, "relay_publish_in_flight") == 0
 
             proc.send_signal(signal.SIGTERM)
             with trio.fail_after(15):
@@ -203,7 +172,7 @@ async def test_replay_to_jetstream_exactly_once(nats_server: NatsServer, tmp_pat
 
                 async def duplicates_acked() -> bool:
                     text = (await http.get(f"{base}/metrics")).text
-                    dups = _metric(text, 'relay_published_duplicates_total{venue="binance"}')
+                    dups = metric(text, 'relay_published_duplicates_total{venue="binance"}')
                     return dups == stored_total
 
                 await eventually(duplicates_acked)
@@ -293,13 +262,6 @@ async def test_sigterm_mid_stream_loses_nothing(nats_server: NatsServer, tmp_pat
             prev[symbol] = body["sequence"]
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(line.get("event") == "relay stopped" for line in lines)
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 def _token(native: str) -> str:
