@@ -300,9 +300,10 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
     backoff: BackoffConfig = msgspec.field(default_factory=BackoffConfig)
     circuit_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     rest: RestConfig = msgspec.field(default_factory=RestConfig)
-    credentials: dict[str, NonEmptyStr] = msgspec.field(default_factory=dict)
+    credentials: dict[str, str] = msgspec.field(default_factory=dict)
     """``[venues.credentials]``: API keys for venues that need them, by the names the adapter
-    lists in ``required_credentials``; usually ``"${VAR}"``. Never printed or logged."""
+    lists in ``required_credentials``; usually ``"${VAR:-}"``, so that an unset variable
+    leaves the venue disabled instead of failing the config. Never printed or logged."""
     subscriptions: Annotated[list[SubscriptionConfig], msgspec.Meta(min_length=1)]
 
     def __repr__(self) -> str:
@@ -314,7 +315,7 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
 
     def missing_credentials(self, adapter: Adapter) -> list[str]:
         """The credentials ``adapter`` needs that this venue's config does not give."""
-        return [name for name in adapter.required_credentials if name not in self.credentials]
+        return [name for name in adapter.required_credentials if not self.credentials.get(name)]
 
 
 class Config(_Section, frozen=True, kw_only=True):
@@ -541,7 +542,10 @@ def _lookup(tree: Any, key_path: KeyPath) -> Any:
 # msgspec errors -> key path and message.
 
 _VALIDATION_ERROR = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+# msgspec writes a table value whose key it does not name as "[...]"; the path then ends
+# at the table, and the message says "a value".
 _PATH_PART = re.compile(r"\.(?P<key>[^.\[]+)|\[(?P<index>\d+)\]")
+_ANY_KEY = "[...]"
 _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<key>.*)`$", re.DOTALL)
 _MISSING_FIELD = re.compile(r"^Object missing required field `(?P<key>.*)`$", re.DOTALL)
 _MSGSPEC_TYPE_NAMES = {"object": "table"}
@@ -553,9 +557,13 @@ def _translate_validation_error(text: str, tree: dict[str, Any]) -> _Invalid:
     match = _VALIDATION_ERROR.match(text)
     assert match is not None  # the pattern matches any text
     message = match["message"]
+    path = match["path"] or ""
+    if _ANY_KEY in path:
+        path = path[: path.index(_ANY_KEY)]
+        message = f"a value: {message[:1].lower()}{message[1:]}"
     key_path: KeyPath = tuple(
         int(part["index"]) if part["index"] is not None else part["key"]
-        for part in _PATH_PART.finditer(match["path"] or "")
+        for part in _PATH_PART.finditer(path)
     )
     if unknown := _UNKNOWN_FIELD.match(message):
         return _Invalid((*key_path, unknown["key"]), "unknown key")
@@ -996,7 +1004,7 @@ def plan_text(config: Config) -> str:
         )
         lines.append(f"venue {venue.id}: adapter {adapter.name}")
         if venue.credentials:
-            lines.append(f"  credentials: {', '.join(sorted(venue.credentials))} (set)")
+            lines.append(f"  credentials: {', '.join(sorted(venue.credentials))} (set, not shown)")
         lines.append(f"  ws endpoint: {_redact_url(endpoints.ws_url)}")
         lines.append(f"  rest endpoint: {_redact_url(endpoints.rest_url)}")
         lines.append(f"  connections ({len(codecs)}):")

@@ -6,9 +6,11 @@ lowered and every other byte outside ``[0-9A-Z-]`` written as ``_`` plus two low
 digits of its UTF-8 encoding (``/`` → ``_2f``, ``_`` → ``_5f``, ``k`` → ``_6b``), so it is
 always ``[a-z0-9_-]`` and :func:`symbol_from_token` recovers the symbol exactly.
 
-Every message carries a ``Nats-Msg-Id`` made from venue identifiers only (never a clock or
-a counter of ours), so the same venue event published twice, by a retry, a reconnect
-overlap or a second relay, is stored once by JetStream.
+Every message carries a ``Nats-Msg-Id`` made from venue identifiers (trade ids, update ids,
+venue timestamps), so the same venue event published twice, by a retry, a reconnect overlap
+or a second relay, is stored once by JetStream. An event the venue gives neither an id nor a
+time (Hyperliquid's asset contexts) falls back to the relay's receive time: retries still
+dedupe, but a second relay stores its own copy of it.
 """
 
 from __future__ import annotations
@@ -82,31 +84,26 @@ def msg_id(event: MarketEvent) -> str:
         case BookSnapshot():
             return f"{head}:l2s:{event.sequence}"
         case Ticker():
-            key = event.sequence if event.sequence is not None else event.ts_venue
-            return f"{head}:ticker:{key if key is not None else _body_key(event)}"
+            key = event.sequence if event.sequence is not None else _when(event)
+            return f"{head}:ticker:{key}"
         case FundingRate():
-            return f"{head}:funding:{event.ts_venue}:{event.rate}"
+            return f"{head}:funding:{_when(event)}:{event.rate}"
         case Liquidation():
-            key = (
-                event.liquidation_id or f"{event.ts_venue}:{event.side}:{event.price}:{event.size}"
-            )
-            return f"{head}:liq:{key}"
+            key = event.liquidation_id or f"{_when(event)}:{event.side}:{event.price}"
+            return f"{head}:liq:{key}:{event.size}"
         case MarkPrice():
-            return f"{head}:mark:{event.ts_venue or _body_key_mark(event)}"
+            return f"{head}:mark:{_when(event)}"
         case OpenInterest():
-            return f"{head}:oi:{event.ts_venue}:{event.open_interest}"
+            return f"{head}:oi:{_when(event)}:{event.open_interest}"
         case VenueStatus():
             return f"{head}:status:{event.kind}:{event.ts_recv}"
     raise TypeError(f"not a market event: {event!r}")
 
 
-def _body_key(event: Ticker) -> str:
-    # A quote with neither id nor venue time: its content is the only venue-derived identity.
-    return f"{event.bid_price}/{event.bid_size}/{event.ask_price}/{event.ask_size}"
-
-
-def _body_key_mark(event: MarkPrice) -> str:
-    return f"{event.mark_price}/{event.index_price}"
+def _when(event: MarketEvent) -> str:
+    """The venue's time of an event; the relay's receive time (``r...``) when the venue gives
+    none. Content cannot stand in for it: a value that comes back (A, B, A) is a new event."""
+    return str(event.ts_venue) if event.ts_venue is not None else f"r{event.ts_recv}"
 
 
 _encoder = msgspec.json.Encoder(decimal_format="string")

@@ -109,12 +109,18 @@ def test_example_config_loads() -> None:
     assert total <= len(adapters.NAMES) * EXAMPLE_BYTES_PER_VENUE
 
     venues = {venue.id: venue for venue in config.venues}
-    assert sorted(venues) == sorted(set(adapters.NAMES) - {"alpaca"})
+    assert sorted(venues) == sorted(adapters.NAMES)
+    # With no keys in the environment, alpaca is configured but disabled.
+    assert venues["alpaca"].missing_credentials(adapters.load("alpaca")) == [
+        "key_id",
+        "secret_key",
+    ]
     for venue in venues.values():
         adapter = adapters.load(venue.adapter)
         assert (venue.adapter, venue.enabled) == (venue.id, True)
         assert venue.connection == ConnectionConfig()  # the real endpoints
-        assert venue.missing_credentials(adapter) == []
+        if venue.id != "alpaca":
+            assert venue.missing_credentials(adapter) == []
         subscriptions = venue_subscriptions(venue)
         assert {s.symbol.split("-")[0] for s in subscriptions} == {"BTC", "ETH"}, venue.id
         subscribed = set().union(*(s.data_types for s in subscriptions))
@@ -136,21 +142,12 @@ def test_example_config_loads() -> None:
     ]
 
 
-def test_example_alpaca_block_runs_once_uncommented_with_keys(tmp_path: Path) -> None:
-    """The example leaves alpaca commented out (an unset key cannot be made optional); the
-    block it documents must work as soon as it is uncommented and the keys exported."""
-    text = EXAMPLE.read_text()
-    block = text[text.index('# [[venues]]\n# id = "alpaca"') :]
-    uncommented = [line.removeprefix("#").removeprefix(" ") for line in block.splitlines()]
-    path = write_config(tmp_path, text + "\n".join(uncommented) + "\n")
-
+def test_example_alpaca_runs_once_its_keys_are_exported() -> None:
     env = {"ALPACA_KEY_ID": "key-id", "ALPACA_SECRET_KEY": "secret-key"}
-    alpaca = load_config(path, env=env).venues[-1]
-    assert alpaca.id == "alpaca"
+    alpaca = next(v for v in load_config(EXAMPLE, env=env).venues if v.id == "alpaca")
     assert alpaca.credentials == {"key_id": "key-id", "secret_key": "secret-key"}
     assert alpaca.missing_credentials(adapters.load("alpaca")) == []
-    with pytest.raises(ConfigError, match="environment variable ALPACA_KEY_ID is not set"):
-        load_config(path, env={})
+    assert "key-id" not in repr(alpaca) and "secret-key" not in repr(alpaca)
 
 
 def test_example_config_takes_nats_url_from_env() -> None:
@@ -499,7 +496,11 @@ def test_plan_maps_every_subject_to_its_stream() -> None:
         assert f"market.binance.{symbol}.ticker -> MARKET_TICKERS" in plan
         assert f"market.binance.{symbol}.l2_orderbook -> MARKET_BOOKS" in plan
     routes = [line.strip().split(" -> ") for line in plan.splitlines() if " -> " in line]
-    assert {subject.split(".")[1] for subject, _ in routes} == {v.id for v in config.venues}
+    # Every venue routes its subjects, except alpaca, disabled without its keys.
+    assert {subject.split(".")[1] for subject, _ in routes} == {
+        v.id for v in config.venues if v.id != "alpaca"
+    }
+    assert "venue alpaca: disabled: no credentials (key_id, secret_key)" in plan
     for subject, stream in routes:
         if subject.endswith("._status"):
             assert stream == "MARKET_STATUS", subject
@@ -521,6 +522,8 @@ def test_plan_lists_adapter_endpoints_and_connections() -> None:
 
     assert list(sections) == [venue.id for venue in config.venues]
     for venue in config.venues:
+        if venue.id == "alpaca":  # disabled without its keys: no connections to list
+            continue
         adapter = adapters.load(venue.adapter)
         section = sections[venue.id]
         codecs = adapter.make_codecs(venue.id, venue_subscriptions(venue), venue_endpoints(venue))
