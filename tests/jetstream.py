@@ -49,7 +49,9 @@ async def stream_messages(url: str, stream: str) -> list[StoredMessage]:
         try:
             js = nc.jetstream()
             info = await js.stream_info(stream)
-            out = []
+            out: list[StoredMessage] = []
+            if info.state.messages == 0:
+                return out
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 try:
                     raw = await js.get_msg(stream, seq)
