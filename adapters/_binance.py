@@ -9,6 +9,10 @@ Here are the wire formats of those frames, the pair-splitting of symbols, and
 :class:`BinanceStreamCodec`, the codec base with everything but the market's own rules.
 Those stay in the venue modules: the streams, the payloads, how a diff chains to the one
 before (``U == u + 1`` on spot, ``pu`` on USD-M) and how a snapshot bridges to the buffer.
+
+Both markets also list their instruments the same way, in ``exchangeInfo``
+(:func:`exchange_info` reads it; spot ``/api/v3/exchangeInfo``, USD-M
+``/fapi/v1/exchangeInfo``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from adapters._common import chunks, split_quote
 from relay.book import OrderBook
 from relay.codec import Codec, FetchSnapshot, Reconnect, SendFrame, Subscription
 from relay.events import MarketEvent, VenueStatus
+from relay.instruments import decode
 from relay.timestamps import NS_PER_MS
 
 __all__ = [
@@ -38,6 +43,9 @@ __all__ = [
     "Buffered",
     "DepthState",
     "Envelope",
+    "ExchangeInfo",
+    "SymbolInfo",
+    "exchange_info",
     "pair_symbol",
 ]
 
@@ -362,3 +370,51 @@ class BinanceStreamCodec(Codec, Generic[S]):
         # No time comes with this call: stamp the status with the latest time we were given.
         detail = f"depth snapshot failed: {reason}; fetching again"
         return [self._book_resync(state, detail, self._now_ns)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Instrument list: ``exchangeInfo``. Only the fields the instrument parsers use are declared.
+
+
+class SymbolFilter(msgspec.Struct, gc=False):
+    """One entry of a symbol's ``filters``; only the two used here are read."""
+
+    filter_type: str = msgspec.field(name="filterType")
+    tick_size: str | None = msgspec.field(default=None, name="tickSize")  # PRICE_FILTER
+    step_size: str | None = msgspec.field(default=None, name="stepSize")  # LOT_SIZE
+
+
+class SymbolInfo(msgspec.Struct, gc=False):
+    """One entry of ``exchangeInfo.symbols`` (spot or USD-M)."""
+
+    symbol: str
+    status: str
+    base_asset: str = msgspec.field(name="baseAsset")
+    quote_asset: str = msgspec.field(name="quoteAsset")
+    filters: list[SymbolFilter] = []
+    # USD-M only:
+    contract_type: str | None = msgspec.field(default=None, name="contractType")
+    delivery_date: int | None = msgspec.field(default=None, name="deliveryDate")
+
+    def tick_size(self) -> str | None:
+        """``PRICE_FILTER.tickSize``, as Binance writes it (``"0.01000000"``)."""
+        return next((f.tick_size for f in self.filters if f.filter_type == "PRICE_FILTER"), None)
+
+    def step_size(self) -> str | None:
+        """``LOT_SIZE.stepSize``, as Binance writes it."""
+        return next((f.step_size for f in self.filters if f.filter_type == "LOT_SIZE"), None)
+
+
+class ExchangeInfo(msgspec.Struct, gc=False):
+    symbols: list[SymbolInfo]
+
+
+def exchange_info(venue: str, url: str, body: bytes) -> ExchangeInfo:
+    """Decode an ``exchangeInfo`` body; ``ValueError`` for Binance's ``{"code", "msg"}``
+    error answer or any other shape."""
+    # An error answer would otherwise only be reported as "missing field symbols".
+    with contextlib.suppress(msgspec.DecodeError):
+        error = _error_decoder.decode(body)
+        if error.code is not None:
+            raise ValueError(f"{venue}: {url} answered error {error.code}: {error.msg}")
+    return decode(venue, url, body, ExchangeInfo)

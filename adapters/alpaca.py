@@ -57,6 +57,18 @@ subscription to get shares; every size is multiplied by it.
 
 Canonical symbols: ``BTC/USD`` → ``BTC-USD``; stocks are quoted in dollars: ``AAPL`` →
 ``AAPL-USD``.
+
+**Instrument list** (``ADAPTER.instruments``): ``GET /v2/assets?asset_class=crypto`` and
+``GET /v2/assets?status=active&asset_class=us_equity`` on the **trading** API, which is not
+the market-data host of ``rest_url``: the default ``https://data.alpaca.markets`` maps to
+``https://api.alpaca.markets`` (⚠ paper-trading keys are only accepted by
+``https://paper-api.alpaca.markets``), and any other ``rest_url`` (a replay venue) is used
+as it is. The endpoint needs the account's keys: the runtime sends the headers of
+``INSTRUMENTS.credential_headers`` (``APCA-API-KEY-ID`` = ``key_id``,
+``APCA-API-SECRET-KEY`` = ``secret_key``). Crypto assets are spot pairs ``BASE/QUOTE`` with
+``price_increment`` and ``min_trade_increment``; stocks are spot ``<symbol>-USD`` without
+increments (the list of active stocks is long: thousands of assets). An asset is active when
+its ``status`` is ``active`` and it is ``tradable``.
 """
 
 from __future__ import annotations
@@ -86,17 +98,20 @@ from relay.events import (
     Ticker,
     Trade,
 )
+from relay.instruments import Instrument, InstrumentSource, canonical, decode
 from relay.timestamps import rfc3339_ns
 
 __all__ = [
     "ADAPTER",
     "CRYPTO_PATH",
+    "INSTRUMENTS",
     "MAX_SYMBOLS_PER_FRAME",
     "AlpacaCodec",
     "canonical_symbol",
     "feed_of",
     "feed_urls",
     "make_codecs",
+    "parse_instruments",
 ]
 
 CRYPTO_PATH: Final = "/v1beta3/crypto/us"
@@ -525,6 +540,76 @@ def make_codecs(
     return codecs
 
 
+# ---------------------------------------------------------------------------------------------
+# Instrument list
+
+TRADING_API_HOSTS: Final = {"data.alpaca.markets": "api.alpaca.markets"}
+"""Market-data host → the trading-API host that serves ``/v2/assets``."""
+
+
+class _Asset(msgspec.Struct, gc=False):
+    symbol: str
+    asset_class: str = msgspec.field(name="class")
+    status: str
+    tradable: bool
+    price_increment: str | None = None  # crypto only
+    min_trade_increment: str | None = None  # crypto only
+
+
+class _ApiError(msgspec.Struct, gc=False):
+    code: int | None = None
+    message: str | None = None
+
+
+def instrument_urls(endpoints: Endpoints) -> list[str]:
+    """``/v2/assets`` for crypto and for active US equities, on the trading API."""
+    parts = urlsplit(endpoints.rest_url)
+    host = TRADING_API_HOSTS.get(parts.netloc, parts.netloc)
+    base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    return [
+        f"{base}/v2/assets?asset_class=crypto",
+        f"{base}/v2/assets?status=active&asset_class=us_equity",
+    ]
+
+
+def parse_instruments(url: str, body: bytes) -> list[Instrument]:
+    """The crypto pairs and stocks of one ``/v2/assets`` answer (module docstring)."""
+    if body.lstrip()[:1] == b"{":  # an error object instead of the list
+        error = decode("alpaca", url, body, _ApiError)
+        raise ValueError(f"alpaca: {url} answered error {error.code}: {error.message}")
+    out: list[Instrument] = []
+    for a in decode("alpaca", url, body, list[_Asset]):
+        if a.asset_class == "crypto":
+            if not (m := _CRYPTO.fullmatch(a.symbol)):
+                raise ValueError(f"alpaca: {url}: crypto asset {a.symbol!r} is not BASE/QUOTE")
+            base, quote = m.group(1), m.group(2)
+        elif a.asset_class == "us_equity":
+            base, quote = a.symbol, "USD"  # stocks trade in US dollars
+        else:
+            continue  # e.g. options: not relayed
+        out.append(
+            Instrument(
+                native_symbol=a.symbol,
+                symbol=canonical(base, quote, "spot"),
+                kind="spot",
+                base=base,
+                quote=quote,
+                price_increment=a.price_increment,
+                size_increment=a.min_trade_increment,
+                contract_size=None,
+                active=a.status == "active" and a.tradable,
+            )
+        )
+    return out
+
+
+INSTRUMENTS: Final = InstrumentSource(
+    urls=instrument_urls,
+    parse=parse_instruments,
+    credential_headers=(("APCA-API-KEY-ID", "key_id"), ("APCA-API-SECRET-KEY", "secret_key")),
+)
+
+
 ADAPTER = Adapter(
     name="alpaca",
     data_types=_SUPPORTED,
@@ -534,4 +619,5 @@ ADAPTER = Adapter(
     make_codecs=make_codecs,
     canonical_symbol=canonical_symbol,
     required_credentials=CREDENTIALS,
+    instruments=INSTRUMENTS,
 )

@@ -13,6 +13,11 @@ On :meth:`~BinanceCodec.connected` the codec queues ``SUBSCRIBE`` frames for its
 ``ADAPTER.make_codecs`` shards the subscriptions over connections of at most
 :data:`MAX_STREAMS_PER_CONNECTION` streams, keeping all of a symbol's streams on one
 connection.
+
+**Instrument list** (``ADAPTER.instruments``): ``GET <rest_url>/api/v3/exchangeInfo``, every
+symbol with its ``baseAsset``/``quoteAsset`` (canonical ``BASE-QUOTE``, kind spot),
+``PRICE_FILTER.tickSize``, ``LOT_SIZE.stepSize``; ``status`` ``TRADING`` is active. Sizes
+are base units (no contract size).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from adapters._binance import (
     Buffered,
     DepthState,
     envelope_decoder,
+    exchange_info,
     pair_symbol,
 )
 from adapters._common import check_data_types, merge_subscriptions, pack
@@ -48,10 +54,12 @@ from relay.events import (
     Trade,
     check_num,
 )
+from relay.instruments import Instrument, InstrumentSource, canonical
 from relay.timestamps import NS_PER_MS
 
 __all__ = [
     "ADAPTER",
+    "INSTRUMENTS",
     "MAX_BUFFERED_DIFFS",
     "MAX_PARAMS_PER_SUBSCRIBE",
     "MAX_STREAMS_PER_CONNECTION",
@@ -59,6 +67,7 @@ __all__ = [
     "BinanceCodec",
     "canonical_symbol",
     "make_codecs",
+    "parse_instruments",
 ]
 
 SNAPSHOT_LIMIT: Final = 1000
@@ -509,6 +518,41 @@ def make_codecs(
     return [BinanceCodec(venue, shard, endpoints) for shard in shards]
 
 
+# ---------------------------------------------------------------------------------------------
+# Instrument list
+
+
+def instrument_urls(endpoints: Endpoints) -> list[str]:
+    """``<rest_url>/api/v3/exchangeInfo``: all spot symbols in one answer."""
+    return [f"{endpoints.rest_url.rstrip('/')}/api/v3/exchangeInfo"]
+
+
+def parse_instruments(url: str, body: bytes) -> list[Instrument]:
+    """The spot symbols of an ``exchangeInfo`` body (see the module docstring)."""
+    return [
+        Instrument(
+            native_symbol=s.symbol,
+            symbol=canonical(s.base_asset, s.quote_asset, "spot"),
+            kind="spot",
+            base=s.base_asset,
+            quote=s.quote_asset,
+            price_increment=s.tick_size(),
+            size_increment=s.step_size(),
+            contract_size=None,
+            active=s.status == "TRADING",
+        )
+        for s in exchange_info("binance", url, body).symbols
+    ]
+
+
+INSTRUMENTS: Final = InstrumentSource(
+    urls=instrument_urls,
+    parse=parse_instruments,
+    # The codec upper-cases symbols (streams are their lower-case form).
+    native_key=lambda sub: sub.native_symbol.upper(),
+)
+
+
 ADAPTER = Adapter(
     name="binance",
     data_types=_SUPPORTED,
@@ -517,4 +561,5 @@ ADAPTER = Adapter(
     ),
     make_codecs=make_codecs,
     canonical_symbol=canonical_symbol,
+    instruments=INSTRUMENTS,
 )

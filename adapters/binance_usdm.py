@@ -55,6 +55,14 @@ the base asset is ``1000PEPE``), so ``Subscription.contract_size`` is normally u
 is set, every size (trade, ticker, book level, liquidation) is multiplied by it with
 :class:`~decimal.Decimal` arithmetic and published as ``format(x, "f")``; prices are never
 rescaled.
+
+**Instrument list** (``ADAPTER.instruments``): ``GET <rest_url>/fapi/v1/exchangeInfo``, every
+contract with ``baseAsset``/``quoteAsset``; a ``contractType`` ending in ``PERPETUAL`` is a
+perpetual (``BASE-QUOTE-PERP``), any other (``CURRENT_QUARTER``, ``NEXT_QUARTER``, …) a dated
+future named by the UTC date of its ``deliveryDate`` (``BASE-QUOTE-YYMMDD``, the
+``_YYMMDD`` suffix of its symbol). Tick and lot size from ``PRICE_FILTER.tickSize`` and
+``LOT_SIZE.stepSize``; ``status`` ``TRADING`` is active. Sizes are base units, so no contract
+size is given (a ``1000PEPEUSDT`` contract's base asset is ``1000PEPE``).
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ from adapters._binance import (
     Buffered,
     DepthState,
     envelope_decoder,
+    exchange_info,
     pair_symbol,
 )
 from adapters._common import (
@@ -99,10 +108,12 @@ from relay.events import (
     Trade,
     check_num,
 )
+from relay.instruments import Instrument, InstrumentSource, Kind, canonical, expiry_code
 from relay.timestamps import NS_PER_MS
 
 __all__ = [
     "ADAPTER",
+    "INSTRUMENTS",
     "MARKET",
     "MAX_BUFFERED_DIFFS",
     "MAX_PARAMS_PER_SUBSCRIBE",
@@ -112,6 +123,7 @@ __all__ = [
     "Route",
     "canonical_symbol",
     "make_codecs",
+    "parse_instruments",
     "route_url",
 ]
 
@@ -772,6 +784,50 @@ def make_codecs(
     return codecs
 
 
+# ---------------------------------------------------------------------------------------------
+# Instrument list
+
+
+def instrument_urls(endpoints: Endpoints) -> list[str]:
+    """``<rest_url>/fapi/v1/exchangeInfo``: all USD-M contracts in one answer."""
+    return [f"{endpoints.rest_url.rstrip('/')}/fapi/v1/exchangeInfo"]
+
+
+def parse_instruments(url: str, body: bytes) -> list[Instrument]:
+    """The contracts of a USD-M ``exchangeInfo`` body (see the module docstring)."""
+    out: list[Instrument] = []
+    for s in exchange_info("binance_usdm", url, body).symbols:
+        kind: Kind
+        if (s.contract_type or "").endswith("PERPETUAL"):  # PERPETUAL, TRADIFI_PERPETUAL
+            kind, expiry = "perp", None
+        elif s.delivery_date is not None:
+            kind, expiry = "future", expiry_code(s.delivery_date)
+        else:
+            raise ValueError(f"binance_usdm: {url}: {s.symbol} is neither perpetual nor dated")
+        out.append(
+            Instrument(
+                native_symbol=s.symbol,
+                symbol=canonical(s.base_asset, s.quote_asset, kind, expiry),
+                kind=kind,
+                base=s.base_asset,
+                quote=s.quote_asset,
+                price_increment=s.tick_size(),
+                size_increment=s.step_size(),
+                contract_size=None,
+                active=s.status == "TRADING",
+            )
+        )
+    return out
+
+
+INSTRUMENTS: Final = InstrumentSource(
+    urls=instrument_urls,
+    parse=parse_instruments,
+    # The codec upper-cases symbols (streams are their lower-case form).
+    native_key=lambda sub: sub.native_symbol.upper(),
+)
+
+
 ADAPTER = Adapter(
     name="binance_usdm",
     data_types=_SUPPORTED,
@@ -780,4 +836,5 @@ ADAPTER = Adapter(
     ),
     make_codecs=make_codecs,
     canonical_symbol=canonical_symbol,
+    instruments=INSTRUMENTS,
 )

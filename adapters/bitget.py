@@ -35,12 +35,25 @@ seconds and drops the ``pong``; Bitget closes every connection after 24 h, so
 :attr:`~BitgetCodec.max_lifetime` makes the shell reconnect before. Client messages are
 limited to 10/s (pings included). ``ADAPTER.make_codecs`` keeps at most
 :data:`MAX_CHANNELS_PER_CONNECTION` channels per connection, as Bitget recommends.
+
+**Instrument list** (``ADAPTER.instruments``): ``GET <rest_url>/api/v2/spot/public/symbols``
+(natives ``SPOT:<symbol>``) and ``GET <rest_url>/api/v2/mix/market/contracts`` with
+``productType`` ``USDT-FUTURES``, ``COIN-FUTURES`` and ``USDC-FUTURES`` (natives
+``<productType>:<symbol>``; the answer does not repeat the product type, so it is read from
+the URL). Canonical ``baseCoin-quoteCoin``; a contract of ``symbolType`` ``perpetual`` ends
+in ``-PERP``, a ``delivery`` one in the UTC date of its ``deliveryTime``. Spot tick and lot
+are ``10^-pricePrecision`` and ``10^-quantityPrecision``, spot ``status`` ``online`` is
+active; a contract's tick is ``priceEndStep × 10^-pricePlace``, its lot ``sizeMultiplier``,
+and ``symbolStatus`` ``normal`` is active. Sizes are base coin everywhere: no contract
+size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Final
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
@@ -70,15 +83,28 @@ from relay.events import (
     Trade,
     check_num,
 )
+from relay.instruments import (
+    Instrument,
+    InstrumentSource,
+    Kind,
+    canonical,
+    decode,
+    epoch_ms,
+    expiry_code,
+    positive_decimal,
+    step_text,
+)
 from relay.timestamps import NS_PER_MS, ms_text_to_ns
 
 __all__ = [
     "ADAPTER",
+    "INSTRUMENTS",
     "INST_TYPES",
     "MAX_CHANNELS_PER_CONNECTION",
     "BitgetCodec",
     "canonical_symbol",
     "make_codecs",
+    "parse_instruments",
     "split_native",
 ]
 
@@ -651,6 +677,118 @@ def make_codecs(
     return [BitgetCodec(venue, shard, endpoints) for shard in shards]
 
 
+# ---------------------------------------------------------------------------------------------
+# Instrument list
+
+_CONTRACT_TYPES: Final = ("USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES")
+
+
+class _SpotSymbol(msgspec.Struct, gc=False):
+    symbol: str
+    baseCoin: str
+    quoteCoin: str
+    status: str
+    pricePrecision: str
+    quantityPrecision: str
+
+
+class _Contract(msgspec.Struct, gc=False):
+    symbol: str
+    baseCoin: str
+    quoteCoin: str
+    symbolType: str
+    symbolStatus: str
+    pricePlace: str
+    priceEndStep: str
+    sizeMultiplier: str
+    deliveryTime: str = ""
+
+
+class _Answer(msgspec.Struct, gc=False):
+    code: str
+    msg: str = ""
+    data: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+
+
+def instrument_urls(endpoints: Endpoints) -> list[str]:
+    """The spot symbols, then the contracts of each futures product type."""
+    base = endpoints.rest_url.rstrip("/")
+    contracts = f"{base}/api/v2/mix/market/contracts?productType="
+    return [f"{base}/api/v2/spot/public/symbols"] + [contracts + t for t in _CONTRACT_TYPES]
+
+
+def _precision(text: str, what: str) -> str:
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{what}: not a number of decimal places: {text!r}")
+    return step_text(int(text))
+
+
+def parse_instruments(url: str, body: bytes) -> list[Instrument]:
+    """The instruments of one spot ``symbols`` or ``contracts`` answer (module docstring)."""
+    answer = decode("bitget", url, body, _Answer)
+    if answer.code != "00000":
+        raise ValueError(f"bitget: {url} answered code {answer.code}: {answer.msg}")
+    out: list[Instrument] = []
+    if "/spot/" in url:
+        for s in decode("bitget", url, answer.data, list[_SpotSymbol]):
+            what = f"bitget: {url}: {s.symbol}"
+            out.append(
+                Instrument(
+                    native_symbol=f"SPOT:{s.symbol}",
+                    symbol=canonical(s.baseCoin, s.quoteCoin, "spot"),
+                    kind="spot",
+                    base=s.baseCoin,
+                    quote=s.quoteCoin,
+                    price_increment=_precision(s.pricePrecision, f"{what} pricePrecision"),
+                    size_increment=_precision(s.quantityPrecision, f"{what} quantityPrecision"),
+                    contract_size=None,
+                    active=s.status == "online",
+                )
+            )
+        return out
+    product_type = parse_qs(urlsplit(url).query).get("productType", [""])[0].upper()
+    if product_type not in _CONTRACT_TYPES:
+        raise ValueError(f"bitget: {url}: no futures productType in the URL")
+    for c in decode("bitget", url, answer.data, list[_Contract]):
+        what = f"bitget: {url}: {c.symbol}"
+        kind: Kind
+        expiry = None
+        if c.symbolType == "perpetual":
+            kind = "perp"
+        elif c.symbolType == "delivery":
+            kind = "future"
+            expiry = expiry_code(epoch_ms(c.deliveryTime, f"{what} deliveryTime"))
+        else:
+            raise ValueError(f"{what}: symbolType {c.symbolType!r}")
+        step = positive_decimal(c.priceEndStep, f"{what} priceEndStep")
+        places = _precision(c.pricePlace, f"{what} pricePlace")
+        out.append(
+            Instrument(
+                native_symbol=f"{product_type}:{c.symbol}",
+                symbol=canonical(c.baseCoin, c.quoteCoin, kind, expiry),
+                kind=kind,
+                base=c.baseCoin,
+                quote=c.quoteCoin,
+                price_increment=format(step * Decimal(places), "f"),
+                size_increment=c.sizeMultiplier,
+                contract_size=None,
+                active=c.symbolStatus == "normal",
+            )
+        )
+    return out
+
+
+def _native_key(sub: Subscription) -> str:
+    """``<instType>:<instId>`` upper-cased, as the codec reads it."""
+    parts = split_native(sub.native_symbol)
+    return sub.native_symbol if parts is None else f"{parts[0]}:{parts[1]}"
+
+
+INSTRUMENTS: Final = InstrumentSource(
+    urls=instrument_urls, parse=parse_instruments, native_key=_native_key
+)
+
+
 ADAPTER = Adapter(
     name="bitget",
     data_types=_SUPPORTED,
@@ -659,4 +797,5 @@ ADAPTER = Adapter(
     ),
     make_codecs=make_codecs,
     canonical_symbol=canonical_symbol,
+    instruments=INSTRUMENTS,
 )

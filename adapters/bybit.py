@@ -50,6 +50,17 @@ ack with ``success: false`` becomes a ``venue_error`` status naming the refused 
 ``make_codecs`` shards each category's subscriptions so that no connection's args exceed
 Bybit's 21,000 characters. Bybit documents no forced disconnect and no shutdown notice on
 public streams, so ``max_lifetime`` is ``None`` and no ``server_shutdown`` is produced.
+
+**Instrument list** (``ADAPTER.instruments``): ``GET <rest_url>/v5/market/instruments-info``
+with ``category=spot`` and ``category=linear&limit=1000``. Natives are ``spot:<symbol>`` and
+``linear:<symbol>``; canonical ``baseCoin-quoteCoin``, with ``-PERP`` for a
+``LinearPerpetual`` and the UTC date of ``deliveryTime`` for ``LinearFutures``.
+``priceFilter.tickSize`` is the tick; the lot is ``lotSizeFilter.qtyStep`` (linear) or
+``basePrecision`` (spot); ``status`` ``Trading`` is active. Sizes are base units, so no
+contract size. ⚠ Only one page is read: spot is not paginated, linear gives one page of up
+to 1000 contracts (Bybit's largest page) and ``nextPageCursor`` is not followed, so a linear
+contract beyond the first 1000 would be reported as unlisted. A bare configured symbol is
+looked up in the category :func:`category_of` picks for it.
 """
 
 from __future__ import annotations
@@ -86,11 +97,21 @@ from relay.events import (
     Trade,
     check_num,
 )
+from relay.instruments import (
+    Instrument,
+    InstrumentSource,
+    Kind,
+    canonical,
+    decode,
+    epoch_ms,
+    expiry_code,
+)
 from relay.timestamps import NS_PER_MS
 
 __all__ = [
     "ADAPTER",
     "BOOK_DEPTH",
+    "INSTRUMENTS",
     "LINEAR_ARGS_PER_REQUEST",
     "MAX_ARGS_CHARS",
     "QUOTE_ASSETS",
@@ -99,6 +120,7 @@ __all__ = [
     "canonical_symbol",
     "category_of",
     "make_codecs",
+    "parse_instruments",
 ]
 
 Category = Literal["spot", "linear"]
@@ -836,6 +858,100 @@ def make_codecs(
     return codecs
 
 
+# ---------------------------------------------------------------------------------------------
+# Instrument list
+
+
+class _PriceFilter(msgspec.Struct, gc=False):
+    tickSize: str | None = None
+
+
+class _LotSizeFilter(msgspec.Struct, gc=False):
+    qtyStep: str | None = None  # linear
+    basePrecision: str | None = None  # spot
+
+
+class _InstrumentInfo(msgspec.Struct, gc=False):
+    symbol: str
+    status: str
+    baseCoin: str
+    quoteCoin: str
+    contractType: str = ""  # linear only
+    deliveryTime: str = "0"  # linear only; "0" for perpetuals
+    priceFilter: _PriceFilter = msgspec.field(default_factory=_PriceFilter)
+    lotSizeFilter: _LotSizeFilter = msgspec.field(default_factory=_LotSizeFilter)
+
+
+class _InstrumentsResult(msgspec.Struct, gc=False):
+    category: str = ""
+    items: list[_InstrumentInfo] = msgspec.field(default_factory=list, name="list")
+
+
+class _InstrumentsAnswer(msgspec.Struct, gc=False):
+    retCode: int
+    retMsg: str = ""
+    # An error answer carries ``"result": {}``.
+    result: _InstrumentsResult = msgspec.field(default_factory=_InstrumentsResult)
+
+
+def instrument_urls(endpoints: Endpoints) -> list[str]:
+    """``instruments-info`` for spot and for linear (one page; see the module docstring)."""
+    base = f"{endpoints.rest_url.rstrip('/')}/v5/market/instruments-info"
+    # Spot ignores limit/cursor (not paginated); linear defaults to 500 a page, 1000 at most.
+    return [f"{base}?category=spot", f"{base}?category=linear&limit=1000"]
+
+
+def parse_instruments(url: str, body: bytes) -> list[Instrument]:
+    """The instruments of one ``instruments-info`` answer (see the module docstring)."""
+    answer = decode("bybit", url, body, _InstrumentsAnswer)
+    if answer.retCode != 0:
+        raise ValueError(f"bybit: {url} answered retCode {answer.retCode}: {answer.retMsg}")
+    category = answer.result.category
+    if category not in CATEGORIES:
+        raise ValueError(f"bybit: {url}: unexpected category {category!r}")
+    out: list[Instrument] = []
+    for i in answer.result.items:
+        kind: Kind
+        expiry = None
+        if category == "spot":
+            kind, lot = "spot", i.lotSizeFilter.basePrecision
+        elif i.contractType == "LinearPerpetual":
+            kind, lot = "perp", i.lotSizeFilter.qtyStep
+        elif i.contractType == "LinearFutures":
+            kind, lot = "future", i.lotSizeFilter.qtyStep
+            ms = epoch_ms(i.deliveryTime, f"bybit: {url}: {i.symbol} deliveryTime")
+            expiry = expiry_code(ms)
+        else:
+            raise ValueError(f"bybit: {url}: {i.symbol} has contractType {i.contractType!r}")
+        out.append(
+            Instrument(
+                native_symbol=f"{category}:{i.symbol}",
+                symbol=canonical(i.baseCoin, i.quoteCoin, kind, expiry),
+                kind=kind,
+                base=i.baseCoin,
+                quote=i.quoteCoin,
+                price_increment=i.priceFilter.tickSize,
+                size_increment=lot,
+                contract_size=None,
+                active=i.status == "Trading",
+            )
+        )
+    return out
+
+
+def _native_key(sub: Subscription) -> str:
+    """``<category>:<SYMBOL>`` of a subscription, prefixed or bare (see :func:`category_of`)."""
+    try:
+        return f"{category_of(sub)}:{_split_native(sub.native_symbol)[1]}"
+    except ValueError:
+        return sub.native_symbol  # an unknown prefix: make_codecs refuses it anyway
+
+
+INSTRUMENTS: Final = InstrumentSource(
+    urls=instrument_urls, parse=parse_instruments, native_key=_native_key
+)
+
+
 ADAPTER = Adapter(
     name="bybit",
     data_types=frozenset(DataType),
@@ -844,4 +960,5 @@ ADAPTER = Adapter(
     ),
     make_codecs=make_codecs,
     canonical_symbol=canonical_symbol,
+    instruments=INSTRUMENTS,
 )

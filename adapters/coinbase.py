@@ -44,6 +44,19 @@ gives a ``contract_size`` (futures products), published sizes are multiplied by 
 
 ``ADAPTER.make_codecs`` puts at most :data:`MAX_PRODUCTS_PER_CONNECTION` products on one
 connection (Coinbase documents no cap; the figure is our choice).
+
+**Instrument list** (``ADAPTER.instruments``): ``GET
+<rest_url>/api/v3/brokerage/market/products`` (public, no JWT), once with
+``product_type=SPOT`` and once with ``product_type=FUTURE``. Spot products are
+``base_currency_id-quote_currency_id``; a future's base is
+``future_product_details.contract_root_unit``, it is a perpetual when
+``contract_expiry_type`` is ``PERPETUAL`` and otherwise named by the UTC date of
+``contract_expiry``, and its ``contract_size`` (base units per contract, e.g. ``0.01`` BTC) is
+the contract size. Tick ``price_increment`` (else ``quote_increment``), lot
+``base_increment``; a product is active unless ``is_disabled``, ``trading_disabled`` or a
+``status`` other than ``online`` (futures report an empty status) says otherwise. The
+endpoint's ``limit``/``offset`` paging is not used: without ``limit`` it answers with every
+product of the type.
 """
 
 from __future__ import annotations
@@ -74,16 +87,27 @@ from relay.events import (
     Trade,
     check_num,
 )
+from relay.instruments import (
+    Instrument,
+    InstrumentSource,
+    Kind,
+    canonical,
+    decode,
+    expiry_code,
+    positive_decimal,
+)
 from relay.timestamps import rfc3339_ns
 
 __all__ = [
     "ADAPTER",
+    "INSTRUMENTS",
     "MAX_PRODUCTS_PER_CONNECTION",
     "MAX_PRODUCTS_PER_SUBSCRIBE",
     "TRADE_SIDE",
     "CoinbaseCodec",
     "canonical_symbol",
     "make_codecs",
+    "parse_instruments",
 ]
 
 MAX_PRODUCTS_PER_CONNECTION: Final = 100
@@ -520,6 +544,95 @@ def make_codecs(
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Instrument list
+
+
+class _FutureDetails(msgspec.Struct, gc=False):
+    contract_root_unit: str = ""
+    contract_size: str = ""
+    contract_expiry: str | None = None
+    contract_expiry_type: str = ""
+
+
+class _ProductInfo(msgspec.Struct, gc=False):
+    product_id: str
+    product_type: str
+    base_currency_id: str = ""
+    quote_currency_id: str = ""
+    base_increment: str | None = None
+    quote_increment: str | None = None
+    price_increment: str | None = None
+    status: str = ""
+    is_disabled: bool = False
+    trading_disabled: bool = False
+    future_product_details: _FutureDetails | None = None
+
+
+class _ProductsAnswer(msgspec.Struct, gc=False):
+    products: list[_ProductInfo] | None = None
+    error: str | None = None
+    message: str | None = None
+
+
+def instrument_urls(endpoints: Endpoints) -> list[str]:
+    """The public products list, once for spot and once for futures."""
+    base = f"{endpoints.rest_url.rstrip('/')}/api/v3/brokerage/market/products"
+    return [f"{base}?product_type=SPOT", f"{base}?product_type=FUTURE"]
+
+
+def parse_instruments(url: str, body: bytes) -> list[Instrument]:
+    """The products of one ``market/products`` answer (see the module docstring)."""
+    answer = decode("coinbase", url, body, _ProductsAnswer)
+    if answer.products is None:
+        raise ValueError(f"coinbase: {url} answered error {answer.error}: {answer.message}")
+    out: list[Instrument] = []
+    for p in answer.products:
+        kind: Kind
+        expiry = None
+        contract_size = None
+        quote = p.quote_currency_id
+        if p.product_type == "SPOT":
+            kind, base = "spot", p.base_currency_id
+        elif p.product_type == "FUTURE" and p.future_product_details is not None:
+            details = p.future_product_details
+            base = details.contract_root_unit
+            what = f"coinbase: {url}: {p.product_id}"
+            contract_size = positive_decimal(details.contract_size, f"{what} contract_size")
+            if details.contract_expiry_type == "PERPETUAL":
+                kind = "perp"
+            elif details.contract_expiry is not None:
+                kind = "future"
+                try:
+                    expiry_ns = rfc3339_ns(details.contract_expiry)
+                except ValueError as exc:
+                    raise ValueError(f"{what} contract_expiry: {exc}") from None
+                expiry = expiry_code(expiry_ns // 1_000_000)
+            else:
+                raise ValueError(f"{what}: a future without contract_expiry")
+        else:
+            raise ValueError(f"coinbase: {url}: {p.product_id}: product_type {p.product_type!r}")
+        if not (base and quote):
+            raise ValueError(f"coinbase: {url}: cannot tell base and quote of {p.product_id}")
+        out.append(
+            Instrument(
+                native_symbol=p.product_id,
+                symbol=canonical(base, quote, kind, expiry),
+                kind=kind,
+                base=base,
+                quote=quote,
+                price_increment=p.price_increment or p.quote_increment,
+                size_increment=p.base_increment,
+                contract_size=contract_size,
+                active=not (p.is_disabled or p.trading_disabled) and p.status in ("online", ""),
+            )
+        )
+    return out
+
+
+INSTRUMENTS: Final = InstrumentSource(urls=instrument_urls, parse=parse_instruments)
+
+
 ADAPTER = Adapter(
     name="coinbase",
     data_types=_SUPPORTED,
@@ -528,4 +641,5 @@ ADAPTER = Adapter(
     ),
     make_codecs=make_codecs,
     canonical_symbol=canonical_symbol,
+    instruments=INSTRUMENTS,
 )

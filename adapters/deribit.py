@@ -67,6 +67,16 @@ as a :class:`~relay.codec.SendFrame`. The client sends no pings of its own.
 
 ``ADAPTER.make_codecs`` shards instruments over connections of at most
 :data:`MAX_CHANNELS_PER_CONNECTION` channels, keeping an instrument's channels together.
+
+**Instrument list** (``ADAPTER.instruments``): ``GET
+<rest_url>/api/v2/public/get_instruments`` with ``currency=any&kind=future`` (perpetuals and
+dated futures of every settlement currency: BTC, ETH, USDC, …) and ``currency=any&kind=spot``;
+``any`` keeps it to two requests, as the method is limited to about one request a second.
+Canonical ``base_currency-quote_currency``, ``-PERP`` when ``settlement_period`` is
+``perpetual``, else the UTC date of ``expiration_timestamp``. Tick ``tick_size``, lot
+``min_trade_amount`` (USD for inverse instruments, base coin otherwise); ``is_active`` is
+active. **No contract size** is given, for the reasons under *Size units*: Deribit's
+``amount`` already includes ``contract_size`` (inverse: USD; linear and spot: base coin).
 """
 
 from __future__ import annotations
@@ -104,16 +114,26 @@ from relay.events import (
     Trade,
     VenueStatus,
 )
+from relay.instruments import (
+    Instrument,
+    InstrumentSource,
+    Kind,
+    canonical,
+    decode,
+    expiry_code,
+)
 from relay.timestamps import NS_PER_MS
 
 __all__ = [
     "ADAPTER",
     "HEARTBEAT_INTERVAL",
+    "INSTRUMENTS",
     "MAX_CHANNELS_PER_CONNECTION",
     "MAX_CHANNELS_PER_SUBSCRIBE",
     "DeribitCodec",
     "canonical_symbol",
     "make_codecs",
+    "parse_instruments",
 ]
 
 HEARTBEAT_INTERVAL: Final = 30
@@ -803,6 +823,77 @@ def make_codecs(
     return [DeribitCodec(venue, shard, endpoints) for shard in shards]
 
 
+# ---------------------------------------------------------------------------------------------
+# Instrument list
+
+
+class _InstrumentInfo(msgspec.Struct, gc=False):
+    instrument_name: str
+    kind: str
+    base_currency: str
+    quote_currency: str
+    is_active: bool
+    settlement_period: str | None = None  # not on spot
+    expiration_timestamp: int | None = None
+    tick_size: Decimal | None = None
+    min_trade_amount: Decimal | None = None
+
+
+class _RpcError(msgspec.Struct, gc=False):
+    code: int | None = None
+    message: str | None = None
+
+
+class _InstrumentsAnswer(msgspec.Struct, gc=False):
+    result: list[_InstrumentInfo] | None = None
+    error: _RpcError | None = None
+
+
+def instrument_urls(endpoints: Endpoints) -> list[str]:
+    """``public/get_instruments`` for futures (perpetuals included) and for spot."""
+    base = f"{endpoints.rest_url.rstrip('/')}/api/v2/public/get_instruments"
+    return [f"{base}?currency=any&kind=future", f"{base}?currency=any&kind=spot"]
+
+
+def parse_instruments(url: str, body: bytes) -> list[Instrument]:
+    """The futures and spot pairs of one ``get_instruments`` answer (module docstring)."""
+    answer = decode("deribit", url, body, _InstrumentsAnswer)
+    if answer.result is None:
+        error = answer.error or _RpcError()
+        raise ValueError(f"deribit: {url} answered error {error.code}: {error.message}")
+    out: list[Instrument] = []
+    for i in answer.result:
+        kind: Kind
+        expiry = None
+        if i.kind == "spot":
+            kind = "spot"
+        elif i.kind == "future" and i.settlement_period == "perpetual":
+            kind = "perp"
+        elif i.kind == "future" and i.expiration_timestamp is not None:
+            kind, expiry = "future", expiry_code(i.expiration_timestamp)
+        elif i.kind == "future":
+            raise ValueError(f"deribit: {url}: {i.instrument_name} has no expiration_timestamp")
+        else:
+            continue  # options and combos: no canonical spelling
+        out.append(
+            Instrument(
+                native_symbol=i.instrument_name,
+                symbol=canonical(i.base_currency, i.quote_currency, kind, expiry),
+                kind=kind,
+                base=i.base_currency,
+                quote=i.quote_currency,
+                price_increment=decimal_text(i.tick_size),
+                size_increment=decimal_text(i.min_trade_amount),
+                contract_size=None,
+                active=i.is_active,
+            )
+        )
+    return out
+
+
+INSTRUMENTS: Final = InstrumentSource(urls=instrument_urls, parse=parse_instruments)
+
+
 ADAPTER = Adapter(
     name="deribit",
     data_types=_SUPPORTED,
@@ -811,4 +902,5 @@ ADAPTER = Adapter(
     ),
     make_codecs=make_codecs,
     canonical_symbol=canonical_symbol,
+    instruments=INSTRUMENTS,
 )

@@ -44,6 +44,18 @@ interval), answered by ``{"channel":"pong"}``. The per-IP limits are 1000 subscr
 connection (more connections would not raise either limit) and refuses more than
 :data:`MAX_SUBSCRIPTIONS` subscriptions. ``{"channel":"error"}`` frames become
 ``venue_error`` statuses; no server shutdown notice is documented.
+
+**Instrument list** (``ADAPTER.instruments``): Hyperliquid's info endpoint takes POSTs only,
+so the source gives request bodies: ``POST <rest_url>/info`` with ``{"type":"meta"}`` (perps:
+``universe[].name`` is the native, canonical ``<name>-USDC-PERP``, lot
+``10^-szDecimals``, active unless ``isDelisted``) and with ``{"type":"spotMeta"}`` (spot
+pairs: ``universe[].name`` is the native, ``PURR/USDC`` or ``@<index>``, and its ``tokens``
+index pair names base and quote in ``tokens[]``, so ``@107`` resolves to e.g. ``HYPE-USDC``;
+lot ``10^-szDecimals`` of the base token; always active). Both answers come from the same URL,
+so the parser tells them apart by shape (only ``spotMeta`` has ``tokens``). Prices have no
+fixed tick (at most 5 significant figures), so ``price_increment`` is ``None``; sizes are
+base units. HIP-3 dexes (``dex:COIN``) need ``{"type":"meta","dex":…}`` and are not
+fetched.
 """
 
 from __future__ import annotations
@@ -70,14 +82,17 @@ from relay.events import (
     VenueStatus,
     check_num,
 )
+from relay.instruments import Instrument, InstrumentSource, canonical, decode, step_text
 from relay.timestamps import NS_PER_MS
 
 __all__ = [
     "ADAPTER",
+    "INSTRUMENTS",
     "MAX_SUBSCRIPTIONS",
     "HyperliquidCodec",
     "canonical_symbol",
     "make_codecs",
+    "parse_instruments",
 ]
 
 MAX_SUBSCRIPTIONS: Final = 1000
@@ -490,6 +505,93 @@ def make_codecs(
     return [HyperliquidCodec(venue, subs, endpoints)]
 
 
+# ---------------------------------------------------------------------------------------------
+# Instrument list
+
+
+class _PerpAsset(msgspec.Struct, gc=False):
+    name: str
+    szDecimals: int
+    isDelisted: bool = False
+
+
+class _SpotPair(msgspec.Struct, gc=False):
+    name: str
+    tokens: tuple[int, int]
+
+
+class _SpotToken(msgspec.Struct, gc=False):
+    name: str
+    szDecimals: int
+    index: int
+
+
+class _Meta(msgspec.Struct, gc=False):
+    """A ``meta`` answer, or a ``spotMeta`` one when ``tokens`` is present."""
+
+    universe: msgspec.Raw
+    tokens: list[_SpotToken] | None = None
+
+
+_META_BODIES: Final = (b'{"type":"meta"}', b'{"type":"spotMeta"}')
+
+
+def instrument_urls(endpoints: Endpoints) -> list[str]:
+    """``<rest_url>/info`` twice: one POST for perps, one for spot (:func:`instrument_bodies`)."""
+    return [f"{endpoints.rest_url.rstrip('/')}/info"] * len(_META_BODIES)
+
+
+def instrument_bodies(endpoints: Endpoints) -> list[bytes | None]:
+    """The POST bodies of :func:`instrument_urls`: ``meta``, then ``spotMeta``."""
+    return list(_META_BODIES)
+
+
+def parse_instruments(url: str, body: bytes) -> list[Instrument]:
+    """The perps of a ``meta`` answer or the spot pairs of a ``spotMeta`` one."""
+    meta = decode("hyperliquid", url, body, _Meta)
+    if meta.tokens is None:
+        return [
+            Instrument(
+                native_symbol=a.name,
+                symbol=canonical(a.name, "USDC", "perp"),
+                kind="perp",
+                base=a.name,
+                quote="USDC",
+                price_increment=None,
+                size_increment=step_text(a.szDecimals),
+                contract_size=None,
+                active=not a.isDelisted,
+            )
+            for a in decode("hyperliquid", url, meta.universe, list[_PerpAsset])
+        ]
+    tokens = {t.index: t for t in meta.tokens}
+    out: list[Instrument] = []
+    for pair in decode("hyperliquid", url, meta.universe, list[_SpotPair]):
+        base_index, quote_index = pair.tokens
+        if base_index not in tokens or quote_index not in tokens:
+            raise ValueError(f"hyperliquid: {url}: {pair.name} names an unknown token")
+        base, quote = tokens[base_index], tokens[quote_index]
+        out.append(
+            Instrument(
+                native_symbol=pair.name,
+                symbol=canonical(base.name, quote.name, "spot"),
+                kind="spot",
+                base=base.name,
+                quote=quote.name,
+                price_increment=None,
+                size_increment=step_text(base.szDecimals),
+                contract_size=None,
+                active=True,
+            )
+        )
+    return out
+
+
+INSTRUMENTS: Final = InstrumentSource(
+    urls=instrument_urls, parse=parse_instruments, bodies=instrument_bodies
+)
+
+
 ADAPTER = Adapter(
     name="hyperliquid",
     data_types=_SUPPORTED,
@@ -498,4 +600,5 @@ ADAPTER = Adapter(
     ),
     make_codecs=make_codecs,
     canonical_symbol=canonical_symbol,
+    instruments=INSTRUMENTS,
 )

@@ -35,6 +35,14 @@ ids are built from venue data only, so the same frame replayed gets the same mes
 
 ``ADAPTER.make_codecs`` puts at most :data:`MAX_SYMBOLS_PER_CONNECTION` pairs on one
 connection (Kraken documents no per-connection cap; the figure is our choice).
+
+**Instrument list** (``ADAPTER.instruments``): ``GET <rest_url>/0/public/AssetPairs`` (REST,
+spot pairs of the default ``aclass_base=currency``; tokenized equities such as ``AAPLx/USD``
+are not in that answer and would be reported as unlisted). A pair's native symbol is its
+``wsname`` with the legacy asset codes the v1 names still use renamed to the v2 ones
+(:data:`V2_ASSET_CODES`: ``XBT/USD`` → ``BTC/USD``, ``XDG/USD`` → ``DOGE/USD``); pairs without
+a ``wsname`` are skipped. Tick ``tick_size`` (else ``10^-pair_decimals``), lot
+``10^-lot_decimals``; ``status`` ``online`` is active. Sizes are base units.
 """
 
 from __future__ import annotations
@@ -66,18 +74,22 @@ from relay.events import (
     Trade,
     VenueStatus,
 )
+from relay.instruments import Instrument, InstrumentSource, canonical, decode, step_text
 from relay.timestamps import rfc3339_ns
 
 __all__ = [
     "ADAPTER",
     "BOOK_DEPTH",
     "CHECKSUM_DEPTH",
+    "INSTRUMENTS",
     "MAX_SYMBOLS_PER_CONNECTION",
     "MAX_SYMBOLS_PER_SUBSCRIBE",
+    "V2_ASSET_CODES",
     "KrakenCodec",
     "book_checksum",
     "canonical_symbol",
     "make_codecs",
+    "parse_instruments",
 ]
 
 BOOK_DEPTH: Final = 10
@@ -644,10 +656,75 @@ def make_codecs(
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Instrument list
+
+V2_ASSET_CODES: Final = {"XBT": "BTC", "XDG": "DOGE"}
+"""Asset codes of REST ``wsname`` (the v1 WebSocket names) that WebSocket v2 spells
+differently (kraken.md §6: v2 uses ``BTC``, never ``XBT``). ⚠ Only these two are known to
+differ; a pair with another renamed asset would be reported as unlisted."""
+
+
+class _AssetPair(msgspec.Struct, gc=False):
+    wsname: str | None = None
+    status: str = "online"  # older answers carry no status
+    tick_size: str | None = None
+    pair_decimals: int | None = None
+    lot_decimals: int | None = None
+
+
+class _AssetPairsAnswer(msgspec.Struct, gc=False):
+    error: list[str] = []
+    result: dict[str, _AssetPair] | None = None  # absent from some error answers
+
+
+def instrument_urls(endpoints: Endpoints) -> list[str]:
+    """``<rest_url>/0/public/AssetPairs``: every spot pair in one answer."""
+    return [f"{endpoints.rest_url.rstrip('/')}/0/public/AssetPairs"]
+
+
+def parse_instruments(url: str, body: bytes) -> list[Instrument]:
+    """The pairs of an ``AssetPairs`` answer (see the module docstring)."""
+    answer = decode("kraken", url, body, _AssetPairsAnswer)
+    if answer.error:
+        raise ValueError(f"kraken: {url} answered errors: {', '.join(answer.error)}")
+    if answer.result is None:
+        raise ValueError(f"kraken: unexpected instrument list from {url}: no result")
+    out: list[Instrument] = []
+    for name, pair in answer.result.items():
+        if pair.wsname is None:
+            continue  # not tradable on the WebSocket API
+        base, slash, quote = pair.wsname.partition("/")
+        if not (slash and base and quote):
+            raise ValueError(f"kraken: {url}: {name} has wsname {pair.wsname!r}")
+        base, quote = V2_ASSET_CODES.get(base, base), V2_ASSET_CODES.get(quote, quote)
+        tick = pair.tick_size
+        if tick is None and pair.pair_decimals is not None:
+            tick = step_text(pair.pair_decimals)
+        out.append(
+            Instrument(
+                native_symbol=f"{base}/{quote}",
+                symbol=canonical(base, quote, "spot"),
+                kind="spot",
+                base=base,
+                quote=quote,
+                price_increment=tick,
+                size_increment=None if pair.lot_decimals is None else step_text(pair.lot_decimals),
+                contract_size=None,
+                active=pair.status == "online",
+            )
+        )
+    return out
+
+
+INSTRUMENTS: Final = InstrumentSource(urls=instrument_urls, parse=parse_instruments)
+
+
 ADAPTER = Adapter(
     name="kraken",
     data_types=_SUPPORTED,
     default_endpoints=Endpoints(ws_url="wss://ws.kraken.com/v2", rest_url="https://api.kraken.com"),
     make_codecs=make_codecs,
     canonical_symbol=canonical_symbol,
+    instruments=INSTRUMENTS,
 )

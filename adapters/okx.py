@@ -38,6 +38,17 @@ connection) becomes a ``server_shutdown`` status and a :class:`~relay.codec.Reco
 ``ADAPTER.make_codecs`` shards subscriptions so that a connection holds at most
 :data:`MAX_BOOKS_PER_CONNECTION` ``books`` channels (OKX recommends fewer than 30 heavy book
 channels per connection) and :data:`MAX_CHANNELS_PER_CONNECTION` channels in all.
+
+**Instrument list** (``ADAPTER.instruments``): ``GET <rest_url>/api/v5/public/instruments``
+with ``instType`` ``SPOT``, ``SWAP`` and ``FUTURES`` (options are not relayed). The native is
+the ``instId``; base and quote are ``baseCcy``/``quoteCcy`` for spot and the two parts of
+``instFamily`` (``uly`` on older answers) for swaps and futures, whose canonical symbols
+end in ``-PERP`` or the UTC date of ``expTime``. Tick ``tickSz``, lot ``lotSz`` (contracts
+for derivatives); ``state`` ``live`` is active. **Contract size:** a linear contract
+(``ctType`` ``linear``, ``ctValCcy`` = the base) holds ``ctVal × ctMult`` base units, e.g.
+0.01 BTC for ``BTC-USDT-SWAP``. An inverse contract (``BTC-USD-SWAP``) is worth a fixed
+amount of USD (``ctVal``), which no fixed factor turns into base units: its contract size
+is ``None`` and its sizes stay in contracts.
 """
 
 from __future__ import annotations
@@ -73,10 +84,21 @@ from relay.events import (
     Trade,
     check_num,
 )
+from relay.instruments import (
+    Instrument,
+    InstrumentSource,
+    Kind,
+    canonical,
+    decode,
+    epoch_ms,
+    expiry_code,
+    positive_decimal,
+)
 from relay.timestamps import NS_PER_MS, ms_text_to_ns
 
 __all__ = [
     "ADAPTER",
+    "INSTRUMENTS",
     "MAX_ARGS_PER_REQUEST",
     "MAX_BOOKS_PER_CONNECTION",
     "MAX_CHANNELS_PER_CONNECTION",
@@ -84,6 +106,7 @@ __all__ = [
     "canonical_symbol",
     "inst_type",
     "make_codecs",
+    "parse_instruments",
 ]
 
 MAX_BOOKS_PER_CONNECTION: Final = 29
@@ -727,6 +750,93 @@ def make_codecs(
     return [OkxCodec(venue, shard, endpoints) for shard in shards]
 
 
+# ---------------------------------------------------------------------------------------------
+# Instrument list
+
+_INSTRUMENT_TYPES: Final = ("SPOT", "SWAP", "FUTURES")
+
+
+class _InstrumentInfo(msgspec.Struct, gc=False):
+    instId: str
+    instType: str
+    state: str
+    baseCcy: str = ""  # spot only
+    quoteCcy: str = ""  # spot only
+    instFamily: str = ""  # derivatives: "BTC-USDT"
+    uly: str = ""  # derivatives, older answers
+    ctVal: str = ""
+    ctMult: str = ""
+    ctValCcy: str = ""
+    ctType: str = ""  # "linear" | "inverse"
+    expTime: str = ""  # futures: epoch ms
+    tickSz: str | None = None
+    lotSz: str | None = None
+
+
+class _InstrumentsAnswer(msgspec.Struct, gc=False):
+    code: str
+    msg: str = ""
+    data: list[_InstrumentInfo] = []
+
+
+def instrument_urls(endpoints: Endpoints) -> list[str]:
+    """``/api/v5/public/instruments`` once per relayed ``instType``."""
+    base = f"{endpoints.rest_url.rstrip('/')}/api/v5/public/instruments"
+    return [f"{base}?instType={t}" for t in _INSTRUMENT_TYPES]
+
+
+def parse_instruments(url: str, body: bytes) -> list[Instrument]:
+    """The instruments of one ``public/instruments`` answer (see the module docstring)."""
+    answer = decode("okx", url, body, _InstrumentsAnswer)
+    if answer.code != "0":
+        raise ValueError(f"okx: {url} answered code {answer.code}: {answer.msg}")
+    out: list[Instrument] = []
+    for i in answer.data:
+        kind: Kind
+        expiry = None
+        contract_size = None
+        if i.instType == "SPOT":
+            kind, base, quote = "spot", i.baseCcy, i.quoteCcy
+        elif i.instType in ("SWAP", "FUTURES"):
+            base, _, quote = (i.instFamily or i.uly).partition("-")
+            if i.instType == "SWAP":
+                kind = "perp"
+            else:
+                ms = epoch_ms(i.expTime, f"okx: {url}: {i.instId} expTime")
+                kind, expiry = "future", expiry_code(ms)
+            if i.ctType == "linear" and i.ctValCcy == base:
+                what = f"okx: {url}: {i.instId}"
+                contract_size = positive_decimal(i.ctVal, f"{what} ctVal") * positive_decimal(
+                    i.ctMult or "1", f"{what} ctMult"
+                )
+        else:
+            continue  # OPTION, MARGIN: not asked for
+        if not (base and quote):
+            raise ValueError(f"okx: {url}: cannot tell base and quote of {i.instId}")
+        out.append(
+            Instrument(
+                native_symbol=i.instId,
+                symbol=canonical(base, quote, kind, expiry),
+                kind=kind,
+                base=base,
+                quote=quote,
+                price_increment=i.tickSz,
+                size_increment=i.lotSz,
+                contract_size=contract_size,
+                active=i.state == "live",
+            )
+        )
+    return out
+
+
+INSTRUMENTS: Final = InstrumentSource(
+    urls=instrument_urls,
+    parse=parse_instruments,
+    # The codec upper-cases instIds.
+    native_key=lambda sub: sub.native_symbol.upper(),
+)
+
+
 ADAPTER = Adapter(
     name="okx",
     data_types=_SUPPORTED,
@@ -735,4 +845,5 @@ ADAPTER = Adapter(
     ),
     make_codecs=make_codecs,
     canonical_symbol=canonical_symbol,
+    instruments=INSTRUMENTS,
 )

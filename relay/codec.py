@@ -22,11 +22,16 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 import msgspec
 
 from relay.events import DataType, MarketEvent, VenueStatus
+
+if TYPE_CHECKING:
+    # relay.instruments imports this module (Endpoints, Subscription); the annotation is
+    # only a string here (``from __future__ import annotations``), so no cycle at run time.
+    from relay.instruments import InstrumentSource
 
 STATUS_DETAIL_MAX: Final = 200
 """Characters of a status ``detail`` that are kept: it goes into every status message."""
@@ -265,3 +270,8 @@ class Adapter:
     required_credentials: tuple[str, ...] = ()
     """Credential names the venue needs (e.g. ``("key_id", "secret_key")``); a venue
     configured without them is reported as disabled instead of started."""
+    instruments: InstrumentSource | None = field(default=None, repr=False)
+    """Where the venue's instrument list comes from (REST requests and their parser), from
+    which the runtime resolves canonical symbols, kinds and contract sizes; see
+    :mod:`relay.instruments`. ``None``: the adapter derives symbols from their spelling
+    only (:attr:`canonical_symbol`)."""
