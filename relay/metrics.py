@@ -75,7 +75,32 @@ class Metrics:
         self.puback_latency = Histogram(
             "relay_puback_latency_seconds",
             "Frame received to PubAck",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            # Fine from 0.25 ms to 5 ms, where a healthy relay lives, and wide enough above to
+            # tell a slow NATS from an overloaded relay.
+            buckets=(
+                0.00025,
+                0.0005,
+                0.00075,
+                0.001,
+                0.0015,
+                0.002,
+                0.003,
+                0.004,
+                0.005,
+                0.0075,
+                0.01,
+                0.015,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+            ),
             registry=r,
         )
         self.publish_in_flight = Gauge(

@@ -38,17 +38,33 @@ class Connection:
         self._queue: trio.MemoryReceiveChannel[str | bytes] = ws._recv_channel
 
     async def receive_burst(self, limit: int) -> list[str | bytes]:
-        """Wait for at least one frame, then return up to ``limit`` already queued."""
+        """Wait for at least one frame, then return up to ``limit`` already queued.
+
+        trio-websocket's reader hands over one message per scheduling round, so right after
+        the first frame nothing else is queued yet. Yielding while the queue keeps growing
+        lets the reader decode the rest of what the socket already delivered: the batch
+        follows the venue's burst instead of being one frame.
+        """
+        queue = self._queue
         try:
-            frames = [await self._queue.receive()]
+            frames = [await queue.receive()]
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise TransportClosed(_close_reason(self._ws)) from None
         while len(frames) < limit:
             try:
-                frames.append(self._queue.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                frames.append(queue.receive_nowait())
+            except trio.WouldBlock:
+                if not await self._reader_had_more(queue):
+                    break
+            except (trio.EndOfChannel, trio.ClosedResourceError):
                 break
         return frames
+
+    @staticmethod
+    async def _reader_had_more(queue: trio.MemoryReceiveChannel[str | bytes]) -> bool:
+        """Let the reader run once; whether it queued another frame meanwhile."""
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return queue.statistics().current_buffer_used > 0
 
     async def send(self, text: str) -> None:
         try:
