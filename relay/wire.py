@@ -15,6 +15,7 @@ dedupe, but a second relay stores its own copy of it.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -24,6 +25,7 @@ from relay.events import (
     DATA_TYPE_OF,
     BookDelta,
     BookSnapshot,
+    DataType,
     FundingRate,
     Liquidation,
     MarketEvent,
@@ -67,10 +69,15 @@ def symbol_from_token(token: str) -> str:
 
 
 def subject(event: MarketEvent) -> str:
-    data_type = DATA_TYPE_OF[type(event)]
+    return _subject(event.venue, event.symbol, DATA_TYPE_OF[type(event)])
+
+
+@functools.lru_cache(maxsize=65536)
+def _subject(venue: str, symbol: str, data_type: DataType | None) -> str:
+    # Every message needs one and the configured symbols are few: build each subject once.
     if data_type is None:
-        return f"market.{event.venue}._status"
-    return f"market.{event.venue}.{symbol_token(event.symbol)}.{data_type}"
+        return f"market.{venue}._status"
+    return f"market.{venue}.{symbol_token(symbol)}.{data_type}"
 
 
 def msg_id(event: MarketEvent) -> str:

@@ -83,3 +83,12 @@ def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     result = relay(*args)
     assert result.returncode == 2
     assert "usage: relay" in result.stderr
+
+
+def test_venues_table_is_the_one_in_the_readme() -> None:
+    result = relay("venues")
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.strip().splitlines()
+    assert rows[0].startswith("| adapter | trade | ticker | l2_orderbook |")
+    assert len(rows) == 2 + len(list((ROOT / "adapters").glob("[!_]*.py")))
+    assert result.stdout.strip() in (ROOT / "README.md").read_text()
