@@ -20,28 +20,36 @@ cancelled.
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import structlog
 import trio
 
 import adapters
+from relay.codec import Adapter, Endpoints, Subscription
 from relay.config import (
     Config,
+    VenueConfig,
     nats_connect_options,
     venue_endpoints,
     venue_subscriptions,
 )
-from relay.events import MarketEvent
+from relay.events import MarketEvent, VenueStatus
 from relay.health import RelayHealth, VenueHealth
+from relay.instruments import InstrumentSource
 from relay.metrics import Metrics
 from relay.normalizer import Normalizer
 from relay.publisher import Publisher
 from relay.sidecar import serve_sidecar
 from relay.streams import consumer_configs, stream_configs
-from relay.venue import VenueSupervisor
+from relay.venue import RestBudget, VenueSupervisor, fetch_catalog
 from relay.wire import OutMessage
 
 log = structlog.get_logger(__name__)
+
+INSTRUMENTS_TIMEOUT = 30.0
+"""Seconds a venue's instrument list may take before the venue starts without it."""
 
 
 class Relay:
@@ -122,21 +130,101 @@ class Relay:
                     health.disabled = f"no credentials ({', '.join(missing)})"
                     log.warning("venue disabled", venue=venue.id, reason=health.disabled)
                     continue
-                codecs = adapter.make_codecs(
-                    venue.id,
-                    venue_subscriptions(venue),
-                    venue_endpoints(venue),
-                    credentials=venue.credentials,
+                nursery.start_soon(
+                    self._run_venue,
+                    venue,
+                    adapter,
+                    health,
+                    events.clone(),
+                    http,
+                    name=f"venue:{venue.id}",
                 )
-                supervisor = VenueSupervisor(
-                    venue.id,
-                    codecs,
-                    events=events.clone(),
-                    http=http,
-                    metrics=self.metrics,
-                    health=health,
-                    backoff=venue.backoff,
-                    breaker=venue.circuit_breaker,
-                    rest=venue.rest,
+
+    async def _run_venue(
+        self,
+        venue: VenueConfig,
+        adapter: Adapter,
+        health: VenueHealth,
+        events: trio.MemorySendChannel[list[MarketEvent]],
+        http: httpx.AsyncClient,
+    ) -> None:
+        """Resolve the venue's symbols against its instrument list, then supervise it."""
+        rest = RestBudget(venue.rest.requests_per_second, venue.rest.burst)
+        endpoints = venue_endpoints(venue)
+        subscriptions = venue_subscriptions(venue)
+        if adapter.instruments is not None:
+            subscriptions = await self._resolve(
+                venue, adapter.instruments, endpoints, subscriptions, health, events, http, rest
+            )
+        codecs = adapter.make_codecs(
+            venue.id, subscriptions, endpoints, credentials=venue.credentials
+        )
+        supervisor = VenueSupervisor(
+            venue.id,
+            codecs,
+            events=events,
+            http=http,
+            metrics=self.metrics,
+            health=health,
+            backoff=venue.backoff,
+            breaker=venue.circuit_breaker,
+            rest=rest,
+        )
+        await supervisor.run()
+
+    async def _resolve(
+        self,
+        venue: VenueConfig,
+        source: InstrumentSource,
+        endpoints: Endpoints,
+        subscriptions: list[Subscription],
+        health: VenueHealth,
+        events: trio.MemorySendChannel[list[MarketEvent]],
+        http: httpx.AsyncClient,
+        rest: RestBudget,
+    ) -> list[Subscription]:
+        """Canonical symbols and contract sizes from the venue's own instrument list; symbols
+        it does not list (or lists as inactive) are reported and left out.
+
+        Without the list (the venue's REST API unreachable or answering something else), the
+        symbols are used as configured, and the status stream says so.
+        """
+        try:
+            with trio.fail_after(INSTRUMENTS_TIMEOUT):
+                catalog = await fetch_catalog(
+                    venue.id, source, endpoints, venue.credentials, http, rest
                 )
-                nursery.start_soon(supervisor.run, name=f"venue:{venue.id}")
+        except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:
+            detail = f"instrument list unavailable, symbols used as configured: {exc!r}"
+            log.warning("instrument list unavailable", venue=venue.id, error=repr(exc))
+            await events.send([_status(venue.id, "venue_error", detail)])
+            return subscriptions
+        overrides = {
+            native
+            for entry in venue.subscriptions
+            if entry.canonical_symbol is not None
+            for native in entry.instruments
+        }
+        resolved, missing = catalog.resolve(subscriptions, overrides, key=source.native_key)
+        if missing:
+            health.unknown_symbols = missing
+            log.warning("venue does not list these symbols", venue=venue.id, symbols=missing)
+            await events.send(
+                [
+                    _status(venue.id, "unknown_symbol", "not listed by the venue", native)
+                    for native in missing
+                ]
+            )
+        return [sub for sub in resolved if sub.native_symbol not in missing]
+
+
+def _status(venue: str, kind: str, detail: str, native: str = "") -> VenueStatus:
+    return VenueStatus(
+        venue=venue,
+        symbol="",
+        native_symbol=native,
+        ts_venue=None,
+        ts_recv=time.time_ns(),
+        kind=kind,
+        detail=detail,
+    )

@@ -41,6 +41,8 @@ class VenueHealth:
     events: int = 0
     disabled: str | None = None
     """Why the venue is not started (e.g. missing credentials); ``None`` when it runs."""
+    unknown_symbols: list[str] = field(default_factory=list)
+    """Configured symbols the venue does not list (or lists as inactive): not subscribed."""
 
     @property
     def state(self) -> VenueState:
@@ -63,6 +65,7 @@ class VenueHealth:
             "events": self.events,
             "reconnects": sum(c.reconnects for c in self.connections),
             "last_error": errors[-1] if errors else None,
+            "unknown_symbols": self.unknown_symbols,
         }
 
 

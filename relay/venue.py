@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 
 import httpx
 import structlog
@@ -20,10 +21,11 @@ import tenacity
 import trio
 
 from relay.breaker import CircuitBreaker
-from relay.codec import Codec, FetchSnapshot, Reconnect, SendFrame
-from relay.config import BackoffConfig, BreakerConfig, RestConfig
+from relay.codec import Codec, Endpoints, FetchSnapshot, Reconnect, SendFrame
+from relay.config import BackoffConfig, BreakerConfig
 from relay.events import MarketEvent, VenueStatus
 from relay.health import ConnectionHealth, VenueHealth
+from relay.instruments import Catalog, InstrumentSource
 from relay.metrics import CIRCUIT_STATES, Metrics
 from relay.transport import Connection, TransportClosed, connect
 
@@ -87,6 +89,42 @@ class RestBudget:
         self._tokens = 0.0
 
 
+async def fetch_catalog(
+    venue: str,
+    source: InstrumentSource,
+    endpoints: Endpoints,
+    credentials: Mapping[str, str],
+    http: httpx.AsyncClient,
+    rest: RestBudget,
+) -> Catalog:
+    """The venue's instrument list, from every request its source names: all or nothing (a
+    partial list would report the instruments it misses as unlisted).
+
+    Raises ``httpx.HTTPError`` when a request fails and ``ValueError`` when a body is not
+    what the venue documents.
+    """
+    headers = {
+        header: credentials[name]
+        for header, name in source.credential_headers
+        if credentials.get(name)
+    }
+    instruments = []
+    for url, body in source.requests(endpoints):
+        await rest.acquire()
+        if body is None:
+            response = await http.get(url, headers=headers, timeout=SNAPSHOT_TIMEOUT)
+        else:
+            post_headers = {**headers, "Content-Type": "application/json"}
+            response = await http.post(
+                url, content=body, headers=post_headers, timeout=SNAPSHOT_TIMEOUT
+            )
+        if response.status_code in (418, 429) or "Retry-After" in response.headers:
+            rest.hold_off(_retry_after(response))
+        response.raise_for_status()
+        instruments += source.parse(url, response.content)
+    return Catalog.from_instruments(instruments, fetched_at_ns=time.time_ns())
+
+
 class _Backoff(tenacity.wait.wait_base):
     """Exponential backoff with proportional jitter, never shorter than the breaker says."""
 
@@ -115,7 +153,7 @@ class VenueSupervisor:
         health: VenueHealth,
         backoff: BackoffConfig,
         breaker: BreakerConfig,
-        rest: RestConfig,
+        rest: RestBudget,
     ) -> None:
         self.venue = venue
         self._codecs = codecs
@@ -125,7 +163,7 @@ class VenueSupervisor:
         self._health = health
         self._backoff = backoff
         self._breaker_config = breaker
-        self._rest = RestBudget(rest.requests_per_second, rest.burst)
+        self._rest = rest
         health.connections = [ConnectionHealth(codec.url) for codec in codecs]
 
     async def run(self) -> None:

@@ -15,7 +15,7 @@ import httpx
 import trio
 
 from adapters.binance import ADAPTER
-from relay.captures import load
+from relay.captures import HttpResponse, load
 from relay.natsd import NatsServer, free_port
 from relay.replay import ReplayVenue
 from relay.wire import symbol_token
@@ -268,3 +268,51 @@ def _token(native: str) -> str:
     canonical = ADAPTER.canonical_symbol(native)
     assert canonical is not None
     return symbol_token(canonical)
+
+
+def exchange_info(listed: dict[str, tuple[str, str]]) -> str:
+    """An ``exchangeInfo`` body listing ``listed`` (symbol -> base, quote), in the shape of
+    the documented fixture tests/data/binance/instruments_spot.json."""
+    fixture = json.loads((Path(__file__).parent / "data/binance/instruments_spot.json").read_text())
+    template = fixture["symbols"][0]
+    fixture["symbols"] = [
+        {**template, "symbol": symbol, "baseAsset": base, "quoteAsset": quote}
+        for symbol, (base, quote) in listed.items()
+    ]
+    return json.dumps(fixture)
+
+
+async def test_symbols_the_venue_does_not_list_are_reported_not_subscribed(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    recording = load(CAPTURE)
+    listed = {"NKNUSDT": ("NKN", "USDT"), "BLZETH": ("BLZ", "ETH"), "LRCBTC": ("LRC", "BTC")}
+    recording.http.append(
+        HttpResponse(0, "https://api.binance.com/api/v3/exchangeInfo", exchange_info(listed))
+    )
+    venue = ReplayVenue(recording, pace="fast")
+    http_port = free_port()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(venue.serve)
+        config = write_config(tmp_path / "relay.toml", nats_server.url, venue, http_port)
+        async with relay_process(config, tmp_path / "relay.log") as proc:
+
+            async def three_books_synced() -> bool:
+                return (await data_counts(nats_server.url))["MARKET_BOOKS"] > 3
+
+            await eventually(three_books_synced)
+            async with httpx.AsyncClient() as http:
+                health = (await http.get(f"http://127.0.0.1:{http_port}/health")).json()
+            assert health["venues"]["binance"]["unknown_symbols"] == ["RUNEEUR"]
+            proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(15):
+                assert await proc.wait() == 0
+        nursery.cancel_scope.cancel()
+    books = await stream_messages(nats_server.url, "MARKET_BOOKS")
+    assert {json.loads(m.data)["native_symbol"] for m in books} == set(listed)
+    statuses = [json.loads(m.data) for m in await stream_messages(nats_server.url, "MARKET_STATUS")]
+    unknown = [s for s in statuses if s["kind"] == "unknown_symbol"]
+    assert [(s["native_symbol"], s["detail"]) for s in unknown] == [
+        ("RUNEEUR", "not listed by the venue")
+    ]
+    assert not [s for s in statuses if s["kind"] == "venue_error"]

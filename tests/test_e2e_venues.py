@@ -843,10 +843,15 @@ async def test_venue_end_to_end(case: Case, nats_server: NatsServer, tmp_path: P
     published = metric(metrics, f"relay_published_messages_total{label}")
     assert published == len(data) + len(statuses)
 
-    # Status: one "connected" per connection, and books that synced; nothing went wrong.
-    kinds = Counter(json.loads(m.data)["kind"] for m in statuses)
+    # Status: one "connected" per connection, and books that synced; nothing else went
+    # wrong. The replay venue serves no instrument list, which the relay reports once.
+    bodies = [json.loads(m.data) for m in statuses]
+    kinds = Counter(body["kind"] for body in bodies)
     assert kinds["connected"] == case.connections
-    assert set(kinds) <= {"connected", "book_synced"}, kinds
+    assert set(kinds) <= {"connected", "book_synced", "venue_error"}, kinds
+    errors = [b["detail"] for b in bodies if b["kind"] == "venue_error"]
+    assert len(errors) <= 1, errors
+    assert all(d.startswith("instrument list unavailable") for d in errors), errors
 
     ids = [m.msg_id for m in data + statuses]
     assert all(ids) and len(set(ids)) == len(ids)

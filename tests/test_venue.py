@@ -16,7 +16,7 @@ from adapters.binance import ADAPTER
 from relay.breaker import CircuitBreaker
 from relay.captures import load
 from relay.codec import Codec, Endpoints, Reconnect, Subscription
-from relay.config import BackoffConfig, BreakerConfig, RestConfig
+from relay.config import BackoffConfig, BreakerConfig
 from relay.events import DataType, MarketEvent, VenueStatus
 from relay.health import VenueHealth
 from relay.metrics import Metrics
@@ -67,7 +67,7 @@ def supervisor(
         health=health,
         backoff=FAST_BACKOFF,
         breaker=breaker or BreakerConfig(),
-        rest=RestConfig(requests_per_second=4.0, burst=4),
+        rest=RestBudget(rate=4.0, burst=4),
     )
     return sup, health
 
