@@ -27,6 +27,7 @@ import structlog
 import trio
 
 import adapters
+from relay import catalogs
 from relay.codec import Adapter, Endpoints, Subscription
 from relay.config import (
     Config,
@@ -170,7 +171,56 @@ class Relay:
             breaker=venue.circuit_breaker,
             rest=rest,
         )
-        await supervisor.run()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(supervisor.run)
+            if adapter.instruments is not None:
+                nursery.start_soon(
+                    self._refresh_instruments,
+                    venue,
+                    adapter.instruments,
+                    endpoints,
+                    subscriptions,
+                    health,
+                    events.clone(),
+                    http,
+                    rest,
+                )
+
+    async def _refresh_instruments(
+        self,
+        venue: VenueConfig,
+        source: InstrumentSource,
+        endpoints: Endpoints,
+        subscriptions: list[Subscription],
+        health: VenueHealth,
+        events: trio.MemorySendChannel[list[MarketEvent]],
+        http: httpx.AsyncClient,
+        rest: RestBudget,
+    ) -> None:
+        """Fetch the instrument list again now and then; keep the cache fresh and report a
+        subscribed symbol the venue stops listing (its feed goes quiet: a delisting)."""
+        state_dir = self.config.service.state_dir
+        async with events:
+            while True:
+                await trio.sleep(self.config.service.instruments_refresh_secs)
+                try:
+                    with trio.fail_after(INSTRUMENTS_TIMEOUT):
+                        catalog = await fetch_catalog(
+                            venue.id, source, endpoints, venue.credentials, http, rest
+                        )
+                except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:
+                    log.warning("instrument list refresh failed", venue=venue.id, error=repr(exc))
+                    continue
+                await trio.to_thread.run_sync(catalogs.save, state_dir, venue.id, catalog)
+                _, missing = catalog.resolve(subscriptions, key=source.native_key)
+                gone = [native for native in missing if native not in health.unknown_symbols]
+                if gone:
+                    health.unknown_symbols += gone
+                    log.warning("venue stopped listing symbols", venue=venue.id, symbols=gone)
+                    detail = "no longer listed by the venue"
+                    await events.send(
+                        [_status(venue.id, "unknown_symbol", detail, native) for native in gone]
+                    )
 
     async def _resolve(
         self,
@@ -189,16 +239,23 @@ class Relay:
         Without the list (the venue's REST API unreachable or answering something else), the
         symbols are used as configured, and the status stream says so.
         """
+        state_dir = self.config.service.state_dir
         try:
             with trio.fail_after(INSTRUMENTS_TIMEOUT):
                 catalog = await fetch_catalog(
                     venue.id, source, endpoints, venue.credentials, http, rest
                 )
         except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:
-            detail = f"instrument list unavailable, symbols used as configured: {exc!r}"
-            log.warning("instrument list unavailable", venue=venue.id, error=repr(exc))
+            cached = catalogs.load_cached(state_dir, venue.id)
+            used = "the cached list" if cached else "symbols as configured"
+            detail = f"instrument list unavailable, using {used}: {exc!r}"
+            log.warning("instrument list unavailable", venue=venue.id, error=repr(exc), using=used)
             await events.send([_status(venue.id, "venue_error", detail)])
-            return subscriptions
+            if cached is None:
+                return subscriptions
+            catalog = cached
+        else:
+            await trio.to_thread.run_sync(catalogs.save, state_dir, venue.id, catalog)
         overrides = {
             native
             for entry in venue.subscriptions

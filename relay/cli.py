@@ -10,11 +10,13 @@ import argparse
 import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import structlog
 import trio
 
+from relay import catalogs
 from relay.config import Config, ConfigError, load_config, plan_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -27,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-c", "--config", type=Path, required=True, help="relay.toml")
     check = commands.add_parser("check", help="validate a config and print the resolved plan")
     check.add_argument("-c", "--config", type=Path, required=True, help="relay.toml")
+    check.add_argument(
+        "--fetch",
+        action="store_true",
+        help="verify symbols against each venue's instrument list fetched now (network), "
+        "not the list cached by the last run",
+    )
     commands.add_parser("replay", help="serve a recorded capture as a local venue", add_help=False)
     commands.add_parser("venues", help="print the venue x data type table of the adapters")
     args, rest = parser.parse_known_args(argv)
@@ -46,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "check":
         print(plan_text(config))
-        return EXIT_OK
+        notes, errors = trio.run(partial(catalogs.check, config, fetch=args.fetch))
+        print("\ninstruments:")
+        print("\n".join(f"  {note}" for note in notes) or "  no venue publishes a list")
+        for error in errors:
+            print(f"relay: {args.config}: {error}", file=sys.stderr)
+        return EXIT_USAGE if errors else EXIT_OK
     configure_logging(config)
     return trio.run(_run, config)
 

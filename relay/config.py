@@ -120,6 +120,11 @@ class ServiceConfig(_Section, frozen=True, kw_only=True):
     log_format: Literal["json", "console"] = "json"
     shutdown_timeout_ms: PositiveInt = 5000
     """How long a graceful shutdown may take to flush and await PubAcks."""
+    state_dir: NonEmptyStr = "data"
+    """Where the relay keeps what outlives a run: each venue's instrument list, as
+    ``<state_dir>/instruments/<venue id>.json`` (read by ``relay check``)."""
+    instruments_refresh_secs: PositiveInt = 6 * 3600
+    """How often each venue's instrument list is fetched again while running."""
 
 
 class TlsConfig(_Section, frozen=True, kw_only=True):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def expected_from_capture() -> dict[str, object]:
     return {"tickers": tickers, "trades": trades, "deltas": deltas, "snapshots": last_update_id}
 
 
-def write_config(path: Path, nats_url: str, venue: ReplayVenue, http_port: int) -> Path:
+def write_config(
+    path: Path, nats_url: str, venue: ReplayVenue, http_port: int, service: str = ""
+) -> Path:
     path.write_text(
         f"""
 [service]
@@ -56,6 +59,7 @@ name = "relay-e2e"
 log_level = "info"
 log_format = "json"
 shutdown_timeout_ms = 5000
+{service}
 
 [nats]
 urls = ["{nats_url}"]
@@ -285,34 +289,72 @@ def exchange_info(listed: dict[str, tuple[str, str]]) -> str:
 async def test_symbols_the_venue_does_not_list_are_reported_not_subscribed(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
+    """RUNEEUR is not listed at start: reported, never subscribed. LRCBTC is delisted by the
+    first refresh: reported. The cached list then fails ``relay check``, offline or not."""
     recording = load(CAPTURE)
     listed = {"NKNUSDT": ("NKN", "USDT"), "BLZETH": ("BLZ", "ETH"), "LRCBTC": ("LRC", "BTC")}
-    recording.http.append(
-        HttpResponse(0, "https://api.binance.com/api/v3/exchangeInfo", exchange_info(listed))
-    )
+    url = "https://api.binance.com/api/v3/exchangeInfo"
+    recording.http.append(HttpResponse(0, url, exchange_info(listed)))
+    del listed["LRCBTC"]
+    recording.http.append(HttpResponse(1, url, exchange_info(listed)))  # every later answer
     venue = ReplayVenue(recording, pace="fast")
     http_port = free_port()
+    state_dir = tmp_path / "state"
     async with trio.open_nursery() as nursery:
         await nursery.start(venue.serve)
-        config = write_config(tmp_path / "relay.toml", nats_server.url, venue, http_port)
+        config = write_config(
+            tmp_path / "relay.toml",
+            nats_server.url,
+            venue,
+            http_port,
+            service=f'state_dir = "{state_dir}"\ninstruments_refresh_secs = 1',
+        )
         async with relay_process(config, tmp_path / "relay.log") as proc:
-
-            async def three_books_synced() -> bool:
-                return (await data_counts(nats_server.url))["MARKET_BOOKS"] > 3
-
-            await eventually(three_books_synced)
             async with httpx.AsyncClient() as http:
-                health = (await http.get(f"http://127.0.0.1:{http_port}/health")).json()
-            assert health["venues"]["binance"]["unknown_symbols"] == ["RUNEEUR"]
+
+                async def lrcbtc_delisted() -> bool:
+                    try:
+                        response = await http.get(f"http://127.0.0.1:{http_port}/health")
+                    except httpx.ConnectError:
+                        return False  # not listening yet
+                    binance = response.json()["venues"].get("binance", {})
+                    return binance.get("unknown_symbols") == ["RUNEEUR", "LRCBTC"]
+
+                await eventually(lrcbtc_delisted)
             proc.send_signal(signal.SIGTERM)
             with trio.fail_after(15):
                 assert await proc.wait() == 0
+
+        offline = await trio.run_process(
+            [sys.executable, "-m", "relay", "check", "-c", str(config)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        fetched = await trio.run_process(
+            [sys.executable, "-m", "relay", "check", "-c", str(config), "--fetch"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
         nursery.cancel_scope.cancel()
+
     books = await stream_messages(nats_server.url, "MARKET_BOOKS")
-    assert {json.loads(m.data)["native_symbol"] for m in books} == set(listed)
+    assert {json.loads(m.data)["native_symbol"] for m in books} == {"NKNUSDT", "BLZETH", "LRCBTC"}
     statuses = [json.loads(m.data) for m in await stream_messages(nats_server.url, "MARKET_STATUS")]
-    unknown = [s for s in statuses if s["kind"] == "unknown_symbol"]
-    assert [(s["native_symbol"], s["detail"]) for s in unknown] == [
-        ("RUNEEUR", "not listed by the venue")
+    unknown = [(s["native_symbol"], s["detail"]) for s in statuses if s["kind"] == "unknown_symbol"]
+    assert unknown == [
+        ("RUNEEUR", "not listed by the venue"),
+        ("LRCBTC", "no longer listed by the venue"),
     ]
     assert not [s for s in statuses if s["kind"] == "venue_error"]
+
+    for result in (offline, fetched):
+        assert result.returncode == 2, result.stderr
+        assert "instruments verified against its list of 2" in result.stdout.decode()
+        errors = result.stderr.decode().splitlines()
+        assert errors == [
+            f"relay: {config}: venues[0].subscriptions: {native!r} is not listed (or not "
+            "trading) on binance"
+            for native in ("LRCBTC", "RUNEEUR")
+        ]
