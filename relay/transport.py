@@ -11,12 +11,13 @@ queues all the frames at once, so a burst is simply what is queued after the fir
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
 from websockets.exceptions import ConnectionClosed, WebSocketException
-from websockets.frames import BINARY, TEXT
+from websockets.frames import BINARY, TEXT, Frame
 from websockets.protocol import CLOSED
 from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
@@ -89,9 +90,9 @@ def _take_queued(ws: ClientConnection, limit: int) -> list[str | bytes]:
     internals the burst is the one message ``recv()`` returned.
     """
     assembler = getattr(ws, "recv_messages", None)
-    channel: trio.MemoryReceiveChannel[object] | None = getattr(assembler, "recv_frames", None)
-    queued = getattr(getattr(channel, "_state", None), "data", None)
-    if assembler is None or channel is None or queued is None:
+    channel: trio.MemoryReceiveChannel[Frame] | None = getattr(assembler, "recv_frames", None)
+    queued: deque[Frame] | None = getattr(getattr(channel, "_state", None), "data", None)
+    if assembler is None or channel is None or not isinstance(queued, deque):
         return []
     messages: list[str | bytes] = []
     while queued and len(messages) < limit:
