@@ -20,13 +20,19 @@ Prices are :class:`~decimal.Decimal`; prices equal in value (``1.10`` and ``1.1`
 same level, and a level reads back as the ``(price, size)`` tuple of its latest update, so
 the strings a venue sent survive. Negation uses :meth:`~decimal.Decimal.copy_negate`, which
 is exact whatever the decimal context.
+
+:func:`parse_levels` memoizes, in bounded module-level caches, the decimal of each price and
+size text and :meth:`BookSide.update` the sort key of each ask price: the same numbers recur
+in every update, and a dict lookup is far cheaper than building a Decimal, let alone hashing
+a fresh one. The values are the exact ones either way; only object identity is shared.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
+from typing import Final
 
 Level = tuple[Decimal, Decimal]
 """A level as the book holds it: (price, size) as decimals."""
@@ -34,8 +40,68 @@ Level = tuple[Decimal, Decimal]
 __all__ = ["BookSide", "Level", "OrderBook", "levels_valid", "parse_levels"]
 
 
-def parse_levels(levels: Iterable[tuple[str, str]]) -> list[Level]:
-    """Decimal levels from a venue's text levels; ``ValueError`` unless :func:`levels_valid`."""
+CACHE_LIMIT: Final = 1 << 15
+"""Entries each of the module's decimal caches holds before it starts over empty."""
+
+# Venue numbers repeat constantly (the prices near the top of a book, zero sizes, round
+# lots). A str dict lookup costs a fraction of building a Decimal from the text, and far less
+# than hashing a fresh Decimal (~0.7 us, several times its construction); a Decimal caches its
+# hash, so reusing the cached object also makes every book dict operation on it cheap.
+# Decimal(text) is exact whatever the context, so memoizing it cannot change a value, only
+# which of several equal objects is returned, and Decimals are immutable, so sharing one
+# between levels and books is safe. Only validated values are cached: a cached price is
+# finite, a cached size finite and non-negative, so a hit needs no further check.
+#
+# A cache that reaches CACHE_LIMIT is emptied in place (cheaper on a miss than any LRU
+# bookkeeping): memory stays bounded, and a working set too large to fit costs about what no
+# cache would (a miss adds only a len() and a dict store to the Decimal it builds anyway).
+_prices: dict[str, Decimal] = {}
+_sizes: dict[str, Decimal] = {}
+# The sort key (exact negation) of each ask price seen by BookSide.update(), by price: a dict
+# lookup on a price whose hash is cached, instead of copy_negate() and a fresh ~0.7 us hash of
+# the negation in the book's own dict operations.
+_negated: dict[Decimal, Decimal] = {}
+
+
+def parse_levels(levels: Sequence[tuple[str, str]]) -> list[Level]:
+    """Decimal levels from a venue's text levels; ``ValueError`` unless :func:`levels_valid`.
+
+    Each text is looked up in a bounded cache of already validated decimals first, so the
+    common case costs two dict lookups a level; a miss builds and checks the decimal. On
+    the first invalid level the whole list is parsed again without the caches, so the error
+    (and its message) is exactly the one of the plain parse.
+    """
+    prices = _prices
+    sizes = _sizes
+    parsed: list[Level] = []
+    append = parsed.append
+    try:
+        for price, size in levels:
+            p = prices.get(price)
+            if p is None:
+                p = Decimal(price)
+                if not p.is_finite():
+                    return _parse_uncached(levels)
+                if len(prices) >= CACHE_LIMIT:
+                    prices.clear()
+                prices[price] = p
+            s = sizes.get(size)
+            if s is None:
+                s = Decimal(size)
+                # -0 is signed but zero, hence ``and s``.
+                if not s.is_finite() or (s.is_signed() and s):
+                    return _parse_uncached(levels)
+                if len(sizes) >= CACHE_LIMIT:
+                    sizes.clear()
+                sizes[size] = s
+            append((p, s))
+    except InvalidOperation:
+        return _parse_uncached(levels)
+    return parsed
+
+
+def _parse_uncached(levels: Sequence[tuple[str, str]]) -> list[Level]:
+    """:func:`parse_levels` without the caches: the reference behaviour, errors included."""
     try:
         parsed = [(Decimal(price), Decimal(size)) for price, size in levels]
     except InvalidOperation:
@@ -58,6 +124,15 @@ def levels_valid(levels: Iterable[Level]) -> bool:
         if not price.is_finite() or not size.is_finite() or (size.is_signed() and size):
             return False
     return True
+
+
+def _ask_key(price: Decimal) -> Decimal:
+    """The sort key of an ask at ``price``, its exact negation, remembered in :data:`_negated`."""
+    key = price.copy_negate()
+    if len(_negated) >= CACHE_LIMIT:
+        _negated.clear()
+    _negated[price] = key
+    return key
 
 
 class BookSide:
@@ -96,9 +171,15 @@ class BookSide:
         book = self._levels
         keys = self._keys
         ask = self._ask
+        negated = _negated
         for level in levels:
             price, size = level
-            key = price.copy_negate() if ask else price
+            if ask:
+                key = negated.get(price)
+                if key is None:
+                    key = _ask_key(price)
+            else:
+                key = price
             if size:
                 if key not in book:
                     insort(keys, key)
@@ -116,6 +197,8 @@ class BookSide:
         ask = self._ask
         for level in levels:
             price, size = level
+            # Not through _negated, unlike update(): most snapshot prices are new ones, and
+            # looking a new price up there would hash it as well as its negation.
             key = price.copy_negate() if ask else price
             if size:
                 book[key] = level

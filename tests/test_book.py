@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal, localcontext
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.book import BookSide, OrderBook, levels_valid
+from relay import book
+from relay.book import BookSide, OrderBook, levels_valid, parse_levels
 from relay.events import Level
 
 
@@ -185,3 +187,30 @@ def test_matches_reference_model(ops: list[tuple[bool, list[Level], list[Level]]
         assert book.is_crossed() == bool(
             want_bids and want_asks and want_bids[0][0] >= want_asks[0][0]
         )
+
+
+def test_parse_levels_keeps_spelling_and_rejects_bad_numbers() -> None:
+    # Twice: the second parse is served from the caches and must give the same answer.
+    for _ in range(2):
+        got = parse_levels([("0.35130000", "6195.00000000"), ("0.3513", "0"), ("1E+2", "-0")])
+        assert strs(got) == [("0.35130000", "6195.00000000"), ("0.3513", "0"), ("1E+2", "-0")]
+    for bad in [("NaN", "1"), ("1", "Infinity"), ("1", "-1"), ("1", "sNaN"), ("-Inf", "1")]:
+        # A bad level after cached good ones is still rejected, with the plain parse's message.
+        with pytest.raises(ValueError, match="non-finite"):
+            parse_levels([("0.35130000", "6195.00000000"), bad])
+    with pytest.raises(ValueError, match="not a decimal number"):
+        parse_levels([("1", "NaN"), ("abc", "1")])  # garbage anywhere wins, as before
+    assert parse_levels([("-5", "1")]) == [lv("-5", "1")]  # negative prices are allowed
+
+
+def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(book, "CACHE_LIMIT", 4)
+    for cache in ("_prices", "_sizes", "_negated"):
+        monkeypatch.setattr(book, cache, {})
+    side = BookSide(ask=True)
+    for n in range(1, 20):
+        side.update(parse_levels([(str(n), str(n))]))
+        assert max(len(book._prices), len(book._sizes), len(book._negated)) <= 4
+    assert [int(p) for p, _ in side.levels()] == list(range(1, 20))
+    side.update(parse_levels([("1", "0"), ("19", "0")]))
+    assert [int(p) for p, _ in side.levels()] == list(range(2, 19))
