@@ -157,9 +157,18 @@ class Relay:
             subscriptions = await self._resolve(
                 venue, adapter.instruments, endpoints, subscriptions, health, events, http, rest
             )
-        codecs = adapter.make_codecs(
-            venue.id, subscriptions, endpoints, credentials=venue.credentials
-        )
+        try:
+            codecs = adapter.make_codecs(
+                venue.id, subscriptions, endpoints, credentials=venue.credentials
+            )
+        except ValueError as exc:
+            # What the instrument list changed (a symbol, a contract size) may be refused
+            # by the adapter: that venue stays down, reported; the others run on.
+            health.start_error = f"cannot start: {exc}"
+            log.error("venue cannot start", venue=venue.id, error=str(exc))
+            async with events:
+                await events.send([_status(venue.id, "venue_error", health.start_error)])
+            return
         supervisor = VenueSupervisor(
             venue.id,
             codecs,

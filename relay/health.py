@@ -41,6 +41,8 @@ class VenueHealth:
     events: int = 0
     disabled: str | None = None
     """Why the venue is not started (e.g. missing credentials); ``None`` when it runs."""
+    start_error: str | None = None
+    """Why the venue could not start (it stays ``stopped``, which is unhealthy)."""
     unknown_symbols: list[str] = field(default_factory=list)
     """Configured symbols the venue does not list (or lists as inactive): not subscribed."""
 
@@ -55,6 +57,8 @@ class VenueHealth:
     def as_dict(self, now_ns: int) -> dict[str, object]:
         last = max((c.last_frame_ns or 0 for c in self.connections), default=0)
         errors = [c.last_error for c in self.connections if c.last_error]
+        if self.start_error:
+            errors.append(self.start_error)
         return {
             "state": self.state if self.disabled is None else f"disabled: {self.disabled}",
             "adapter": self.adapter,
