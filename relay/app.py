@@ -215,7 +215,7 @@ class Relay:
                 try:
                     with trio.fail_after(INSTRUMENTS_TIMEOUT):
                         catalog = await fetch_catalog(
-                            venue.id, source, endpoints, venue.credentials, http, rest
+                            source, endpoints, venue.credentials, http, rest
                         )
                 except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:
                     log.warning("instrument list refresh failed", venue=venue.id, error=repr(exc))
@@ -251,9 +251,7 @@ class Relay:
         state_dir = self.config.service.state_dir
         try:
             with trio.fail_after(INSTRUMENTS_TIMEOUT):
-                catalog = await fetch_catalog(
-                    venue.id, source, endpoints, venue.credentials, http, rest
-                )
+                catalog = await fetch_catalog(source, endpoints, venue.credentials, http, rest)
         except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:
             cached = catalogs.load_cached(state_dir, venue.id)
             used = "the cached list" if cached else "symbols as configured"

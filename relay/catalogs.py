@@ -73,7 +73,6 @@ async def check(config: Config, *, fetch: bool) -> tuple[list[str], list[str]]:
                 try:
                     with trio.fail_after(30):
                         catalog: Catalog | None = await fetch_catalog(
-                            venue.id,
                             adapter.instruments,
                             venue_endpoints(venue),
                             venue.credentials,

@@ -90,7 +90,6 @@ class RestBudget:
 
 
 async def fetch_catalog(
-    venue: str,
     source: InstrumentSource,
     endpoints: Endpoints,
     credentials: Mapping[str, str],
