@@ -95,7 +95,8 @@ Action = SendFrame | FetchSnapshot | Reconnect
 
 @dataclass(slots=True)
 class CodecCounters:
-    """Monotonic counts the shell exports as Prometheus metrics (per venue)."""
+    """Monotonic counts a codec keeps; :class:`relay.metrics.Metrics` exports all but
+    ``frames`` (the shell counts frames read) per venue when Prometheus scrapes."""
 
     frames: int = 0
     parse_errors: int = 0

@@ -7,22 +7,52 @@ checksum failure has a counter here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from relay.codec import CodecCounters
 
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+# What the codecs count themselves (CodecCounters field -> metric name, help), read when
+# Prometheus scrapes: the per-frame path never touches a metric for them.
+_CODEC_COUNTERS = {
+    "parse_errors": ("relay_parse_errors", "Frames a codec could not decode"),
+    "book_gaps": ("relay_book_gaps", "Book sequence gaps detected"),
+    "book_resyncs": ("relay_book_resyncs", "Book resyncs started (fresh snapshot)"),
+    "checksum_failures": ("relay_checksum_failures", "Book checksum mismatches"),
+    "stale_deltas_dropped": (
+        "relay_stale_deltas_dropped",
+        "Book updates dropped as older than the book: before its snapshot, or repeated",
+    ),
+}
+
+
+class _CodecCounterCollector(Collector):
+    def __init__(self) -> None:
+        self.counters: dict[str, list[CodecCounters]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        for field, (name, documentation) in _CODEC_COUNTERS.items():
+            family = CounterMetricFamily(name, documentation, labels=["venue"])
+            for venue, counters in self.counters.items():
+                family.add_metric([venue], sum(getattr(c, field) for c in counters))
+            yield family
 
 
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._codec_counters = _CodecCounterCollector()
+        r.register(self._codec_counters)
         self.frames_received = Counter(
             "relay_frames_received", "WebSocket frames read from venues", ["venue"], registry=r
         )
         self.events = Counter(
             "relay_events", "Normalized events produced by codecs", ["venue", "type"], registry=r
-        )
-        self.parse_errors = Counter(
-            "relay_parse_errors", "Frames a codec could not decode", ["venue"], registry=r
         )
         self.reconnects = Counter(
             "relay_reconnects", "Venue connections re-opened", ["venue"], registry=r
@@ -32,15 +62,6 @@ class Metrics:
             "Venue circuit breaker: 0 closed, 1 half-open, 2 open",
             ["venue"],
             registry=r,
-        )
-        self.book_gaps = Counter(
-            "relay_book_gaps", "Book sequence gaps detected", ["venue"], registry=r
-        )
-        self.book_resyncs = Counter(
-            "relay_book_resyncs", "Book resyncs started (fresh snapshot)", ["venue"], registry=r
-        )
-        self.checksum_failures = Counter(
-            "relay_checksum_failures", "Book checksum mismatches", ["venue"], registry=r
         )
         self.snapshot_requests = Counter(
             "relay_snapshot_requests",
@@ -110,6 +131,11 @@ class Metrics:
             "relay_channel_depth", "Items waiting in a bounded channel", ["channel"], registry=r
         )
         self.nats_connected = Gauge("relay_nats_connected", "1 while connected to NATS", registry=r)
+
+    def add_codec_counters(self, venue: str, counters: Sequence[CodecCounters]) -> None:
+        """Export these codecs' own counts (parse errors, gaps, resyncs, checksum failures,
+        stale updates) under ``venue``."""
+        self._codec_counters.counters.setdefault(venue, []).extend(counters)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

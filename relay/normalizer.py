@@ -6,9 +6,9 @@ sees in Prometheus, and hands the batches to the publisher. Both of its channels
 when the publisher falls behind, the normalizer waits, and the venue readers wait on it, so
 nothing is dropped here.
 
-Status events are counted by kind (gaps, resyncs, checksum failures, parse errors) and
-published on ``market.<venue>._status``, except parse errors, which are only counted and
-sampled into the log: a venue sending garbage must not flood the status stream.
+Status events are published on ``market.<venue>._status``, except parse errors, which are
+only sampled into the log (the codecs count them): a venue sending garbage must not flood
+the status stream.
 """
 
 from __future__ import annotations
@@ -33,12 +33,6 @@ class Normalizer:
         self._metrics = metrics
         self._batch_max = batch_max
         self._last_parse_error_log: dict[str, int] = {}
-        self._status_counters = {
-            "parse_error": metrics.parse_errors,
-            "book_gap": metrics.book_gaps,
-            "book_resync": metrics.book_resyncs,
-            "checksum_mismatch": metrics.checksum_failures,
-        }
 
     async def run(
         self,
@@ -76,10 +70,8 @@ class Normalizer:
         return messages
 
     def _status(self, status: VenueStatus) -> bool:
-        """Count a status event; return whether it is published."""
-        counter = self._status_counters.get(status.kind)
-        if counter is not None:
-            counter.labels(status.venue).inc()
+        """Log a status event; return whether it is published. (What it reports is counted
+        by the codec that raised it; see :meth:`Metrics.add_codec_counters`.)"""
         if status.kind != "parse_error":
             if status.kind != "connected":
                 log.info(

@@ -164,6 +164,7 @@ class VenueSupervisor:
         self._breaker_config = breaker
         self._rest = rest
         health.connections = [ConnectionHealth(codec.url) for codec in codecs]
+        metrics.add_codec_counters(venue, [codec.counters for codec in codecs])
 
     async def run(self) -> None:
         async with self._events, trio.open_nursery() as nursery:

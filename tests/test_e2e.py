@@ -156,6 +156,10 @@ async def test_replay_to_jetstream_exactly_once(nats_server: NatsServer, tmp_pat
             status_stored = (await stream_counts(nats.url, ["MARKET_STATUS"]))["MARKET_STATUS"]
             assert published == stored_total + status_stored
             assert metric(metrics, "relay_publish_in_flight") == 0
+            # Diffs older than their book's snapshot are dropped by the sync rules, and counted.
+            depth_frames = sum("@depth" in f.text for f in load(CAPTURE).received)
+            stale = metric(metrics, 'relay_stale_deltas_dropped_total{venue="binance"}')
+            assert stale == depth_frames - n_deltas > 0
 
             proc.send_signal(signal.SIGTERM)
             with trio.fail_after(15):
