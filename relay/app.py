@@ -38,19 +38,16 @@ from relay.config import (
 )
 from relay.events import MarketEvent, VenueStatus
 from relay.health import RelayHealth, VenueHealth
-from relay.instruments import InstrumentSource
+from relay.instruments import Catalog, InstrumentSource
 from relay.metrics import Metrics
 from relay.normalizer import Normalizer
 from relay.publisher import Publisher
 from relay.sidecar import serve_sidecar
 from relay.streams import consumer_configs, stream_configs
-from relay.venue import RestBudget, VenueSupervisor, fetch_catalog
+from relay.venue import CATALOG_ERRORS, RestBudget, VenueSupervisor, fetch_catalog
 from relay.wire import OutMessage
 
 log = structlog.get_logger(__name__)
-
-INSTRUMENTS_TIMEOUT = 30.0
-"""Seconds a venue's instrument list may take before the venue starts without it."""
 
 
 class Relay:
@@ -208,19 +205,14 @@ class Relay:
     ) -> None:
         """Fetch the instrument list again now and then; keep the cache fresh and report a
         subscribed symbol the venue stops listing (its feed goes quiet: a delisting)."""
-        state_dir = self.config.service.state_dir
         async with events:
             while True:
                 await trio.sleep(self.config.service.instruments_refresh_secs)
                 try:
-                    with trio.fail_after(INSTRUMENTS_TIMEOUT):
-                        catalog = await fetch_catalog(
-                            source, endpoints, venue.credentials, http, rest
-                        )
-                except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:
+                    catalog = await self._fetch_catalog(venue, source, endpoints, http, rest)
+                except CATALOG_ERRORS as exc:
                     log.warning("instrument list refresh failed", venue=venue.id, error=repr(exc))
                     continue
-                await trio.to_thread.run_sync(catalogs.save, state_dir, venue.id, catalog)
                 _, missing = catalog.resolve(subscriptions, key=source.native_key)
                 gone = [native for native in missing if native not in health.unknown_symbols]
                 if gone:
@@ -230,6 +222,21 @@ class Relay:
                     await events.send(
                         [_status(venue.id, "unknown_symbol", detail, native) for native in gone]
                     )
+
+    async def _fetch_catalog(
+        self,
+        venue: VenueConfig,
+        source: InstrumentSource,
+        endpoints: Endpoints,
+        http: httpx.AsyncClient,
+        rest: RestBudget,
+    ) -> Catalog:
+        """The venue's instrument list, fetched now and kept as the cache for later runs and
+        ``relay check``; raises one of :data:`relay.venue.CATALOG_ERRORS`."""
+        catalog = await fetch_catalog(source, endpoints, venue.credentials, http, rest)
+        state_dir = self.config.service.state_dir
+        await trio.to_thread.run_sync(catalogs.save, state_dir, venue.id, catalog)
+        return catalog
 
     async def _resolve(
         self,
@@ -250,9 +257,8 @@ class Relay:
         """
         state_dir = self.config.service.state_dir
         try:
-            with trio.fail_after(INSTRUMENTS_TIMEOUT):
-                catalog = await fetch_catalog(source, endpoints, venue.credentials, http, rest)
-        except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:
+            catalog = await self._fetch_catalog(venue, source, endpoints, http, rest)
+        except CATALOG_ERRORS as exc:
             cached = catalogs.load_cached(state_dir, venue.id)
             used = "the cached list" if cached else "symbols as configured"
             detail = f"instrument list unavailable, using {used}: {exc!r}"
@@ -261,8 +267,6 @@ class Relay:
             if cached is None:
                 return subscriptions
             catalog = cached
-        else:
-            await trio.to_thread.run_sync(catalogs.save, state_dir, venue.id, catalog)
         overrides = {
             native
             for entry in venue.subscriptions

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-import trio
 
 import adapters
 from relay.codec import Adapter
@@ -56,7 +55,7 @@ async def check(config: Config, *, fetch: bool) -> tuple[list[str], list[str]]:
     (one line per unlisted symbol). With ``fetch``, each venue is asked for its list now
     (over the network); otherwise the cached list of the last run is used.
     """
-    from relay.venue import RestBudget, fetch_catalog
+    from relay.venue import CATALOG_ERRORS, RestBudget, fetch_catalog
 
     notes: list[str] = []
     errors: list[str] = []
@@ -71,15 +70,10 @@ async def check(config: Config, *, fetch: bool) -> tuple[list[str], list[str]]:
             if fetch:
                 rest = RestBudget(venue.rest.requests_per_second, venue.rest.burst)
                 try:
-                    with trio.fail_after(30):
-                        catalog: Catalog | None = await fetch_catalog(
-                            adapter.instruments,
-                            venue_endpoints(venue),
-                            venue.credentials,
-                            http,
-                            rest,
-                        )
-                except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:
+                    catalog: Catalog | None = await fetch_catalog(
+                        adapter.instruments, venue_endpoints(venue), venue.credentials, http, rest
+                    )
+                except CATALOG_ERRORS as exc:
                     notes.append(f"venue {venue.id}: instruments not verified: {exc!r}")
                     continue
             else:

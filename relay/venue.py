@@ -25,7 +25,7 @@ from relay.codec import Codec, Endpoints, FetchSnapshot, Reconnect, SendFrame
 from relay.config import BackoffConfig, BreakerConfig
 from relay.events import MarketEvent, VenueStatus
 from relay.health import ConnectionHealth, VenueHealth
-from relay.instruments import Catalog, InstrumentSource
+from relay.instruments import Catalog, Instrument, InstrumentSource
 from relay.metrics import CIRCUIT_STATES, Metrics
 from relay.transport import Connection, TransportClosed, connect
 
@@ -41,6 +41,10 @@ SNAPSHOT_RETRY_AFTER = 1.0
 """Seconds a venue's snapshot requests wait after one failed for another reason than 429."""
 RETRY_AFTER_DEFAULT = 60.0
 """Hold-off after a 429/418 without a usable ``Retry-After``."""
+CATALOG_TIMEOUT = 30.0
+"""Seconds a venue's whole instrument list may take."""
+CATALOG_ERRORS = (httpx.HTTPError, ValueError, trio.TooSlowError)
+"""What :func:`fetch_catalog` raises when it gets no list."""
 
 
 class _PlannedReconnect(Exception):
@@ -99,28 +103,30 @@ async def fetch_catalog(
     """The venue's instrument list, from every request its source names: all or nothing (a
     partial list would report the instruments it misses as unlisted).
 
-    Raises ``httpx.HTTPError`` when a request fails and ``ValueError`` when a body is not
-    what the venue documents.
+    Raises one of :data:`CATALOG_ERRORS`: ``httpx.HTTPError`` when a request fails,
+    ``ValueError`` when a body is not what the venue documents, ``trio.TooSlowError`` after
+    :data:`CATALOG_TIMEOUT`.
     """
     headers = {
         header: credentials[name]
         for header, name in source.credential_headers
         if credentials.get(name)
     }
-    instruments = []
-    for url, body in source.requests(endpoints):
-        await rest.acquire()
-        if body is None:
-            response = await http.get(url, headers=headers, timeout=SNAPSHOT_TIMEOUT)
-        else:
-            post_headers = {**headers, "Content-Type": "application/json"}
-            response = await http.post(
-                url, content=body, headers=post_headers, timeout=SNAPSHOT_TIMEOUT
-            )
-        if response.status_code in (418, 429) or "Retry-After" in response.headers:
-            rest.hold_off(_retry_after(response))
-        response.raise_for_status()
-        instruments += source.parse(url, response.content)
+    instruments: list[Instrument] = []
+    with trio.fail_after(CATALOG_TIMEOUT):
+        for url, body in source.requests(endpoints):
+            await rest.acquire()
+            if body is None:
+                response = await http.get(url, headers=headers, timeout=SNAPSHOT_TIMEOUT)
+            else:
+                post_headers = {**headers, "Content-Type": "application/json"}
+                response = await http.post(
+                    url, content=body, headers=post_headers, timeout=SNAPSHOT_TIMEOUT
+                )
+            if response.status_code in (418, 429) or "Retry-After" in response.headers:
+                rest.hold_off(_retry_after(response))
+            response.raise_for_status()
+            instruments += source.parse(url, response.content)
     return Catalog.from_instruments(instruments, fetched_at_ns=time.time_ns())
 
 
