@@ -171,6 +171,15 @@ def decimal_text(value: Decimal | None, factor: Decimal | None = None) -> str | 
 # Symbols and book levels
 
 
+def split_pair(native: str, separator: str) -> tuple[str, str] | None:
+    """``("BTC", "USD")`` for ``BTC<separator>USD``: two non-empty ASCII alphanumeric codes
+    around one separator; ``None`` otherwise."""
+    base, sep, quote = native.partition(separator)
+    if not (sep and base.isascii() and quote.isascii() and base.isalnum() and quote.isalnum()):
+        return None
+    return base, quote
+
+
 def split_quote(symbol: str, quotes: Sequence[str]) -> tuple[str, str] | None:
     """``("BTCUSDT", quotes)`` → ``("BTC", "USDT")``: the first of ``quotes`` that ends
     ``symbol`` and leaves a non-empty base; ``None`` when none does.

@@ -137,7 +137,8 @@ def canonical_symbol(native: str) -> str | None:
     """``BTC/USD`` → ``BTC-USD``, ``AAPL`` → ``AAPL-USD``; ``None`` for anything else.
 
     Only Alpaca's own (upper-case) spelling is accepted. Stocks trade in US dollars, hence
-    the ``-USD``. A later issue checks symbols against ``GET /v2/assets``.
+    the ``-USD``. At run time ``GET /v2/assets`` (:data:`INSTRUMENTS`) decides; this
+    spelling rule serves config checks and starts without that list.
     """
     if m := _CRYPTO.fullmatch(native):
         return f"{m.group(1)}-{m.group(2)}"

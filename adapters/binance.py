@@ -82,8 +82,8 @@ def canonical_symbol(native: str) -> str | None:
 
     Returns ``None`` when no quote asset in :data:`QUOTE_ASSETS` ends the symbol (or it is
     nothing but a quote asset). Binance symbols have no delimiter, so this is a heuristic;
-    a later issue replaces it with the ``baseAsset``/``quoteAsset`` of
-    ``GET /api/v3/exchangeInfo``, which is the only authoritative split.
+    at run time the ``baseAsset``/``quoteAsset`` of ``GET /api/v3/exchangeInfo``
+    (:data:`INSTRUMENTS`) decide, and this serves config checks and starts without it.
     """
     return pair_symbol(native)
 

@@ -147,9 +147,9 @@ def canonical_symbol(native: str) -> str | None:
     The pair is split with the spot codec's quote-asset heuristic
     (:func:`adapters._binance.pair_symbol`); a ``_YYMMDD`` suffix marks a dated
     (quarterly) contract, no suffix a perpetual. Anything else (``BTCUSD_PERP`` is COIN-M,
-    not USD-M; an unknown quote; a suffix that is no date) gives ``None``. A later issue
-    replaces this with ``baseAsset``/``quoteAsset``/``contractType``/``deliveryDate`` of
-    ``GET /fapi/v1/exchangeInfo``, the only authoritative source.
+    not USD-M; an unknown quote; a suffix that is no date) gives ``None``. At run time
+    ``GET /fapi/v1/exchangeInfo`` (:data:`INSTRUMENTS`) decides; this serves config checks
+    and starts without it.
     """
     pair, sep, expiry = native.upper().partition("_")
     if sep and not _is_yymmdd(expiry):

@@ -138,9 +138,9 @@ def canonical_symbol(native: str) -> str | None:
     ``COIN-FUTURES:BTCUSD`` → ``BTC-USD-PERP``; ``COIN-FUTURES:BTCUSD_231229`` →
     ``BTC-USD-231229``; ``USDC-FUTURES:BTCPERP`` → ``BTC-USDC-PERP``. Else ``None``.
 
-    Bitget ids have no delimiter, so the split relies on known quote assets. A later issue
-    replaces this with ``baseCoin``/``quoteCoin``/``symbolType`` from
-    ``/api/v2/spot/public/symbols`` and ``/api/v2/mix/market/contracts``.
+    Bitget ids have no delimiter, so the split relies on known quote assets. At run time
+    ``/api/v2/spot/public/symbols`` and ``/api/v2/mix/market/contracts``
+    (:data:`INSTRUMENTS`) decide; this serves config checks and starts without them.
     """
     parts = split_native(native)
     if parts is None:

@@ -199,8 +199,8 @@ def canonical_symbol(native: str) -> str | None:
     ``BTC-USDT-PERP``; ``BTCPERP`` → ``BTC-USDC-PERP``; ``BTCUSDT-26DEC25`` (bare or
     ``linear:``) → ``BTC-USDT-251226``. Returns ``None`` when the split is unknown (no quote
     coin of :data:`QUOTE_ASSETS` ends the name, ``BTC-26DEC25``, an unknown prefix). This is
-    a heuristic on the name; a later issue replaces it with ``baseCoin``/``quoteCoin``/
-    ``contractType`` from ``GET /v5/market/instruments-info``.
+    a heuristic on the name; at run time ``GET /v5/market/instruments-info``
+    (:data:`INSTRUMENTS`) decides, and this serves config checks and starts without it.
     """
     try:
         category, symbol = _split_native(native)

@@ -72,6 +72,7 @@ from adapters._common import (
     merge_subscriptions,
     scale_levels,
     scale_size,
+    split_pair,
 )
 from relay.book import Level as BookLevel
 from relay.book import OrderBook, parse_levels
@@ -126,15 +127,14 @@ _L2_CHANNEL: Final = "level2"  # the subscription name; its data arrives as "l2_
 def canonical_symbol(native: str) -> str | None:
     """``BTC-USD`` → ``BTC-USD``: spot product ids are already ``BASE-QUOTE``.
 
-    Returns ``None`` for anything else (futures ids such as ``BIT-26JUN26-CDE`` need the
-    products endpoint's ``product_type`` and contract details, which will replace this
-    check once instrument metadata is wired in).
+    Returns ``None`` for anything else: futures ids such as ``BIT-26JUN26-CDE`` need the
+    products endpoint's ``product_type`` and contract details, which :data:`INSTRUMENTS`
+    brings at run time.
     """
-    base, dash, quote = native.partition("-")
-    if not dash or not base.isalnum() or not quote.isalnum():
+    pair = split_pair(native, "-")
+    if pair is None:
         return None
-    if not (base.isascii() and quote.isascii()):
-        return None
+    base, quote = pair
     return f"{base.upper()}-{quote.upper()}"
 
 

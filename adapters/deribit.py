@@ -184,8 +184,8 @@ def canonical_symbol(native: str) -> str | None:
 
     Options (``BTC-27DEC24-100000-C``), combos and anything else give ``None``: the
     canonical scheme has no spelling for them (configure ``canonical_symbol`` explicitly to
-    relay one). A later issue replaces this with ``public/get_instruments`` (``kind``,
-    ``base_currency``, ``counter_currency``, ``settlement_period``).
+    relay one). At run time ``public/get_instruments`` (:data:`INSTRUMENTS`) decides; this
+    serves config checks and starts without it.
     """
     parts = native.split("-")
     if len(parts) > 2:

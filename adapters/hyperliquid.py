@@ -112,8 +112,8 @@ def canonical_symbol(native: str) -> str | None:
     Perps are named by their coin alone and are margined and settled in USDC, hence the
     quote. Spot pairs other than ``PURR/USDC`` are named ``@<index>`` (a position in
     ``spotMeta.universe``) and HIP-3 perps ``dex:COIN`` (whose collateral need not be USDC):
-    neither can be mapped from the name, so both give ``None``. A later issue replaces this
-    with the ``meta`` / ``spotMeta`` info endpoints (coin and token names, collateral token).
+    neither can be mapped from the name, so both give ``None``; at run time the ``meta`` /
+    ``spotMeta`` info endpoints (:data:`INSTRUMENTS`) decide.
     """
     if _PERP.fullmatch(native):
         return f"{native}-USDC-PERP"

@@ -60,6 +60,7 @@ from adapters._common import (
     chunks,
     decimal_text,
     merge_subscriptions,
+    split_pair,
 )
 from relay.book import Level as BookLevel
 from relay.book import OrderBook, levels_valid
@@ -114,15 +115,13 @@ def canonical_symbol(native: str) -> str | None:
 
     Returns ``None`` unless the symbol is two non-empty alphanumeric codes around one
     ``/``. Case is kept (tokenized equities are spelled ``AAPLx/USD``). v2 already uses
-    ``BTC`` (never the legacy ``XBT``/``XXBT`` codes), so no asset renaming is needed; the
-    instrument channel's ``base``/``quote`` will replace this split once instrument
-    metadata is wired in.
+    ``BTC`` (never the legacy ``XBT``/``XXBT`` codes), so no asset renaming is needed. At
+    run time the REST asset pairs (:data:`INSTRUMENTS`) decide.
     """
-    base, slash, quote = native.partition("/")
-    if not slash or not base.isalnum() or not quote.isalnum():
+    pair = split_pair(native, "/")
+    if pair is None:
         return None
-    if not (base.isascii() and quote.isascii()):
-        return None
+    base, quote = pair
     return f"{base}-{quote}"
 
 

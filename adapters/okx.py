@@ -143,8 +143,8 @@ def canonical_symbol(native: str) -> str | None:
     ``BTC-USD-250328`` → ``BTC-USD-250328``; options and anything else → ``None``.
 
     The instId spells base and quote with a delimiter, so this is exact for the kinds it
-    knows; ``GET /api/v5/public/instruments`` (``baseCcy``/``quoteCcy``/``ctVal``) will
-    replace it once instrument metadata is loaded.
+    knows; at run time ``GET /api/v5/public/instruments`` (:data:`INSTRUMENTS`) decides and
+    brings ``ctVal``.
     """
     kind = inst_type(native)
     parts = native.upper().split("-")
