@@ -86,7 +86,7 @@ class Relay:
             pipeline_cfg.venue_channel_capacity
         )
         messages_in, messages_out = trio.open_memory_channel[list[OutMessage]](
-            pipeline_cfg.publish_channel_capacity
+            64  # replaced by the outage buffer in the next commits
         )
         http_cfg = self.config.http
         async with httpx.AsyncClient() as http, trio.open_nursery() as root:

@@ -188,6 +188,25 @@ class Codec(abc.ABC):
         """The REST snapshot for ``key`` could not be fetched."""
         return []
 
+    def resync(self, symbol: str, reason: str, recv_ns: int) -> list[MarketEvent]:
+        """Rebuild the book of canonical ``symbol`` from a fresh snapshot, by the venue's own
+        sync rules: downstream dropped one of its deltas (``reason`` says why).
+
+        Returns the ``book_resync`` status (and any events) and queues the actions that get
+        the snapshot. Until that snapshot is published, the codec publishes no delta of
+        that book. A symbol without a book on this connection is ignored. This default
+        reopens the whole connection; venue codecs do better.
+        """
+        self._actions.append(Reconnect(f"resync of {symbol} asked for: {reason}"))
+        return []
+
+    @property
+    def synced(self) -> bool:
+        """Whether every book on this connection has been built from its snapshot (true for
+        a connection without books). A planned reconnect opens the new connection, waits
+        for this, then closes the old one."""
+        return True
+
     # -- status events -------------------------------------------------------------------------
     # ``detail`` is cut to STATUS_DETAIL_MAX characters. The builders named after a counter
     # also count it, so that every such status is counted exactly once.

@@ -229,15 +229,45 @@ class HttpConfig(_Section, frozen=True, kw_only=True):
     """``0`` lets the OS pick a free port."""
 
 
+class OverloadConfig(_Section, frozen=True, kw_only=True):
+    """``[pipeline.overload]``: what gives, per data type, when the outage buffer is full.
+
+    ``backpressure``
+        nothing is dropped: the normalizer waits for room, and with it the venue readers;
+    ``conflate``
+        only the latest message per subject (venue, symbol, type) waits; each one it
+        replaces is dropped and counted (``reason="conflated"``);
+    ``resync``
+        a book delta that does not fit is dropped and counted (``reason="overflow"``), and
+        so is every later delta of that book until the venue has sent a fresh snapshot,
+        which the codec is asked for at once.
+
+    The keys are the data types (the last subject token); ``status`` is ``_status``.
+    Trades, liquidations and status events are never dropped: ``backpressure`` only.
+    """
+
+    trade: Literal["backpressure"] = "backpressure"
+    liquidation: Literal["backpressure"] = "backpressure"
+    status: Literal["backpressure"] = "backpressure"
+    l2_orderbook: Literal["resync", "backpressure"] = "resync"
+    ticker: Literal["conflate", "backpressure"] = "conflate"
+    funding_rate: Literal["conflate", "backpressure"] = "conflate"
+    mark_price: Literal["conflate", "backpressure"] = "conflate"
+    open_interest: Literal["conflate", "backpressure"] = "conflate"
+
+
 class PipelineConfig(_Section, frozen=True, kw_only=True):
-    """``[pipeline]``: the bounded channels between venue tasks and the publisher."""
+    """``[pipeline]``: the bounded buffers between venue tasks and the publisher."""
 
     venue_channel_capacity: PositiveInt = 256
     """Batches a venue may queue before its reader waits."""
-    publish_channel_capacity: PositiveInt = 64
-    """Batches queued in front of the JetStream publisher."""
+    outage_buffer_bytes: PositiveInt = 64 * 1024 * 1024
+    """Bytes of encoded messages held in front of the JetStream publisher, on top of its
+    window: what rides out a NATS outage or a slow JetStream. When it is full, the overload
+    policy of each data type decides."""
     batch_max: PositiveInt = 256
     """Most events in one batch."""
+    overload: OverloadConfig = msgspec.field(default_factory=OverloadConfig)
 
 
 class ConnectionConfig(_Section, frozen=True, kw_only=True):
@@ -247,6 +277,23 @@ class ConnectionConfig(_Section, frozen=True, kw_only=True):
     """A ``ws://`` or ``wss://`` base URL, e.g. a local replay venue."""
     rest_url: NonEmptyStr | None = None
     """An ``http://`` or ``https://`` base URL for REST snapshots."""
+
+
+class LivenessConfig(_Section, frozen=True, kw_only=True):
+    """``[venues.liveness]``: when a connection counts as stalled and a stream as stale.
+
+    A *stream* is one (symbol, data type) of the venue. Its threshold is learned from its
+    own rate: ``stale_after_intervals`` times its typical gap between events, kept within
+    ``stale_min_secs`` and ``stale_max_secs``, so an illiquid symbol is not declared dead.
+    A stale stream is reported (status, ``/health``, a gauge); it does not reconnect.
+    """
+
+    stall_timeout_secs: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """A connection that delivers no data frame for this long is torn down and reopened,
+    even when it still answers pings."""
+    stale_after_intervals: Annotated[float, msgspec.Meta(ge=1)] = 10.0
+    stale_min_secs: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    stale_max_secs: Annotated[float, msgspec.Meta(gt=0)] = 900.0
 
 
 class BackoffConfig(_Section, frozen=True, kw_only=True):
@@ -305,6 +352,7 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
     backoff: BackoffConfig = msgspec.field(default_factory=BackoffConfig)
     circuit_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     rest: RestConfig = msgspec.field(default_factory=RestConfig)
+    liveness: LivenessConfig = msgspec.field(default_factory=LivenessConfig)
     credentials: dict[str, str] = msgspec.field(default_factory=dict)
     """``[venues.credentials]``: API keys for venues that need them, by the names the adapter
     lists in ``required_credentials``; usually ``"${VAR:-}"``, so that an unset variable
@@ -808,6 +856,10 @@ def _check_venues(venues: Sequence[VenueConfig]) -> None:
         if venue.backoff.max_ms < venue.backoff.initial_ms:
             message = f"must be at least initial_ms ({venue.backoff.initial_ms})"
             raise _Invalid((*key, "backoff", "max_ms"), message)
+        liveness = venue.liveness
+        if liveness.stale_max_secs < liveness.stale_min_secs:
+            message = f"must be at least stale_min_secs ({liveness.stale_min_secs:g})"
+            raise _Invalid((*key, "liveness", "stale_max_secs"), message)
         for name in venue.credentials:
             if name not in adapter.required_credentials:
                 takes = _quoted_list(adapter.required_credentials) or "none"

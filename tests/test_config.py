@@ -174,7 +174,7 @@ def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
     assert (nats.streams, nats.consumers) == ([], [])
     assert config.http == HttpConfig(bind="127.0.0.1", port=8080)
     assert config.pipeline == PipelineConfig(
-        venue_channel_capacity=256, publish_channel_capacity=64, batch_max=256
+        venue_channel_capacity=256, outage_buffer_bytes=64 * 1024 * 1024, batch_max=256
     )
     assert config.venues == []
 
@@ -239,7 +239,7 @@ def test_full_config_loads_every_section() -> None:
     ]
     assert config.http == HttpConfig(bind="0.0.0.0", port=0)
     assert config.pipeline == PipelineConfig(
-        venue_channel_capacity=8, publish_channel_capacity=4, batch_max=32
+        venue_channel_capacity=8, outage_buffer_bytes=1048576, batch_max=32
     )
     replay, spare = config.venues
     assert replay.backoff == BackoffConfig(initial_ms=100, max_ms=1000, multiplier=3.0, jitter=0.0)
