@@ -5,7 +5,7 @@
     root nursery
     ├── HTTP sidecar (Hypercorn + Quart-Trio)          cancelled last
     └── pipeline nursery
-        ├── publisher (nats-py on its own asyncio thread)   ← messages channel
+        ├── publisher (nats-py on its own asyncio thread)   ← outage buffer (bytes, policies)
         ├── normalizer                                      ← venue events channel
         └── venues nursery                                  cancelled first on shutdown
             ├── venue supervisor "binance"  (one loop per connection)
@@ -13,9 +13,10 @@
 
 Data flows down the channels from the venue supervisors to the publisher. Shutdown runs
 the other way: the venues nursery is cancelled, which closes the venue ends of the events
-channel; the normalizer drains it and closes the messages channel; the publisher publishes
+channel; the normalizer drains it and closes the outage buffer; the publisher publishes
 what is left, waits for PubAcks up to the shutdown timeout and returns; then the sidecar is
-cancelled.
+cancelled. Should NATS be away then, the pipeline is cancelled a little after the shutdown
+timeout, and what it still held is counted as dropped (``shutdown``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import msgspec
 import structlog
 import trio
 
@@ -41,11 +43,11 @@ from relay.health import RelayHealth, VenueHealth
 from relay.instruments import Catalog, InstrumentSource
 from relay.metrics import Metrics
 from relay.normalizer import Normalizer
+from relay.overload import OutageBuffer
 from relay.publisher import Publisher
 from relay.sidecar import serve_sidecar
 from relay.streams import consumer_configs, stream_configs
 from relay.venue import CATALOG_ERRORS, RestBudget, VenueSupervisor, fetch_catalog
-from relay.wire import OutMessage
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +71,8 @@ class Relay:
             shutdown_timeout=config.service.shutdown_timeout_ms / 1000,
         )
         self.health.publisher = self.publisher
+        self.supervisors: dict[str, VenueSupervisor] = {}
+        """The running venues' supervisors, by venue id."""
 
     async def run(
         self,
@@ -85,8 +89,11 @@ class Relay:
         events_in, events_out = trio.open_memory_channel[list[MarketEvent]](
             pipeline_cfg.venue_channel_capacity
         )
-        messages_in, messages_out = trio.open_memory_channel[list[OutMessage]](
-            64  # replaced by the outage buffer in the next commits
+        outage_buffer = OutageBuffer(
+            pipeline_cfg.outage_buffer_bytes,
+            msgspec.structs.asdict(pipeline_cfg.overload),
+            self.metrics,
+            on_resync=self._resync_book,
         )
         http_cfg = self.config.http
         async with httpx.AsyncClient() as http, trio.open_nursery() as root:
@@ -95,10 +102,10 @@ class Relay:
             )
             log.info("sidecar listening", urls=urls)
             async with trio.open_nursery() as pipeline:
-                await pipeline.start(self.publisher.run, messages_out)
+                await pipeline.start(self.publisher.run, outage_buffer)
                 log.info("streams provisioned; publishing")
                 pipeline.start_soon(
-                    Normalizer(self.metrics, pipeline_cfg.batch_max).run, events_out, messages_in
+                    Normalizer(self.metrics, pipeline_cfg.batch_max).run, events_out, outage_buffer
                 )
                 venues = await pipeline.start(self._run_venues, events_in, http)
                 task_status.started(urls)
@@ -106,8 +113,17 @@ class Relay:
                 log.info("shutting down: stopping venues, draining the pipeline")
                 self.health.shutting_down = True
                 venues.cancel()
+                pipeline.cancel_scope.deadline = (
+                    trio.current_time() + self.config.service.shutdown_timeout_ms / 1000 + 2.0
+                )
             log.info("pipeline drained")
             root.cancel_scope.cancel()
+
+    def _resync_book(self, venue: str, symbol: str, reason: str) -> None:
+        """The outage buffer dropped a delta of this book: have the venue rebuild it."""
+        supervisor = self.supervisors.get(venue)
+        if supervisor is not None:
+            supervisor.request_resync(symbol, reason)
 
     async def _run_venues(
         self,

@@ -57,6 +57,18 @@ class Metrics:
         self.reconnects = Counter(
             "relay_reconnects", "Venue connections re-opened", ["venue"], registry=r
         )
+        self.stale_streams = Gauge(
+            "relay_stale_streams",
+            "Streams (symbol, data type) of a venue silent beyond their learned threshold",
+            ["venue"],
+            registry=r,
+        )
+        self.resync_requests = Counter(
+            "relay_resync_requests",
+            "Book resyncs asked for from downstream (before coalescing)",
+            ["venue"],
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "relay_circuit_state",
             "Venue circuit breaker: 0 closed, 1 half-open, 2 open",
@@ -131,6 +143,11 @@ class Metrics:
             "relay_channel_depth", "Items waiting in a bounded channel", ["channel"], registry=r
         )
         self.nats_connected = Gauge("relay_nats_connected", "1 while connected to NATS", registry=r)
+        self.outage_buffer_bytes = Gauge(
+            "relay_outage_buffer_bytes",
+            "Payload bytes waiting in the outage buffer in front of the publisher",
+            registry=r,
+        )
 
     def add_codec_counters(self, venue: str, counters: Sequence[CodecCounters]) -> None:
         """Export these codecs' own counts (parse errors, gaps, resyncs, checksum failures,

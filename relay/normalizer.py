@@ -2,9 +2,9 @@
 
 It turns batches of events from the venue supervisors into batches of
 :class:`~relay.wire.OutMessage` (subject, deterministic message id, JSON body), counts what it
-sees in Prometheus, and hands the batches to the publisher. Both of its channels are bounded:
-when the publisher falls behind, the normalizer waits, and the venue readers wait on it, so
-nothing is dropped here.
+sees in Prometheus, and puts the batches into the :class:`~relay.overload.OutageBuffer` in
+front of the publisher. Both sides are bounded: when the buffer is full, each data type's
+overload policy decides (for a trade, the normalizer waits, and the venue readers on it).
 
 Status events are published on ``market.<venue>._status``, except parse errors, which are
 only sampled into the log (the codecs count them): a venue sending garbage must not flood
@@ -18,9 +18,11 @@ from collections import Counter
 
 import structlog
 import trio
+from prometheus_client import Gauge
 
 from relay.events import MarketEvent, VenueStatus
 from relay.metrics import Metrics
+from relay.overload import OutageBuffer
 from relay.wire import OutMessage, to_message
 
 log = structlog.get_logger(__name__)
@@ -37,25 +39,34 @@ class Normalizer:
     async def run(
         self,
         events: trio.MemoryReceiveChannel[list[MarketEvent]],
-        out: trio.MemorySendChannel[list[OutMessage]],
+        out: OutageBuffer,
     ) -> None:
         """Run until every venue has closed its end of ``events``, then close ``out``."""
         depth = self._metrics.channel_depth.labels("venue_events")
-        out_depth = self._metrics.channel_depth.labels("messages")
-        async with events, out:
-            async for first in events:
-                batch = first
-                # Take whatever else is already waiting so the publisher gets big batches.
-                while len(batch) < self._batch_max:
-                    try:
-                        batch += events.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                depth.set(events.statistics().current_buffer_used)
-                messages = self.encode(batch)
-                if messages:
-                    await out.send(messages)
-                    out_depth.set(out.statistics().current_buffer_used)
+        try:
+            async with events:
+                await self._run(events, out, depth)
+        finally:
+            out.close()
+
+    async def _run(
+        self,
+        events: trio.MemoryReceiveChannel[list[MarketEvent]],
+        out: OutageBuffer,
+        depth: Gauge,
+    ) -> None:
+        async for first in events:
+            batch = first
+            # Take whatever else is already waiting so the publisher gets big batches.
+            while len(batch) < self._batch_max:
+                try:
+                    batch += events.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            depth.set(events.statistics().current_buffer_used)
+            messages = self.encode(batch)
+            if messages:
+                await out.put(messages)
 
     def encode(self, batch: list[MarketEvent]) -> list[OutMessage]:
         counts: Counter[tuple[str, str]] = Counter()

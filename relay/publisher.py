@@ -1,11 +1,11 @@
 """The JetStream publisher: the last stage of the pipeline, from batches of messages to PubAcks.
 
 Place in the nursery tree (see :mod:`relay.app`): :meth:`Publisher.run` is the first task of
-the pipeline nursery. It receives ``list[OutMessage]`` batches from the normalizer over the
-messages channel, and owns one helper thread that runs an asyncio event loop with the nats-py
-client (nats-py is asyncio-only; the relay runs on trio). ``run`` starts the thread, and
-stops and joins it before it returns, raises or re-raises a cancellation, so the thread never
-outlives the task.
+the pipeline nursery. It takes messages from the :class:`~relay.overload.OutageBuffer` the
+normalizer fills, as many as its window has room for. It owns one helper thread that runs an
+asyncio event loop with the nats-py client (nats-py is asyncio-only; the relay runs on trio).
+``run`` starts the thread, and stops and joins it before it returns, raises or re-raises a
+cancellation, so the thread never outlives the task.
 
 Division of labour:
 
@@ -21,6 +21,11 @@ Publishing is core NATS ``PUB`` with a reply subject rather than ``js.publish``:
 reply is ``<inbox>.<n>.<attempt>`` under a per-publisher inbox, and one wildcard
 subscription collects every PubAck. JetStream deduplicates on the ``Nats-Msg-Id`` header, so
 a retry after a lost or late PubAck (same id) is stored once.
+
+The publisher never gives up a message for a passing reason (a lost PubAck, a server
+error, an outage): it retries until the message is stored. While NATS is away it waits
+instead, and ack deadlines start again at the reconnect. So during an outage its window
+fills, and the outage buffer in front of it decides what gives.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from nats.js.api import ConsumerConfig, StreamConfig
 from prometheus_client import Counter, Histogram
 
 from relay.metrics import Metrics
+from relay.overload import OutageBuffer
 from relay.wire import OutMessage
 
 __all__ = ["ProvisioningError", "Publisher", "PublisherError"]
@@ -140,7 +146,7 @@ def _observe_many(histogram: Histogram, values: list[float]) -> None:
 
 
 class Publisher:
-    """Publishes batches of :class:`~relay.wire.OutMessage` to JetStream, at most ``window``
+    """Publishes messages (:class:`~relay.wire.OutMessage`) to JetStream, at most ``window``
     unsettled at a time, retrying each with the same ``Nats-Msg-Id`` until it is stored.
 
     ``connect_options`` are keyword arguments for :func:`nats.connect`. Unless given there,
@@ -150,8 +156,9 @@ class Publisher:
     after the publisher's own.
 
     A message is *outstanding* from its first publish until it is settled. Every message
-    handed over is settled exactly once, as stored (``published{venue}``), already stored
-    (``duplicates{venue}``), or dropped (``dropped{type, reason}``) with reason:
+    taken from the outage buffer is settled exactly once, as stored (``published{venue}``),
+    already stored (``duplicates{venue}``), or dropped (``dropped{type, reason}``) for a
+    reason that retrying cannot fix:
 
     ``no_stream``
         no stream captures the subject (the server answered "no responders");
@@ -159,23 +166,21 @@ class Publisher:
         JetStream refused it with a client error (4xx, e.g. larger than the stream allows);
     ``invalid``
         nats-py refused it (e.g. larger than the server's max payload, bad subject);
-    ``ack_timeout``
-        no PubAck after the whole retry schedule, counting attempts that could not even be
-        buffered while disconnected;
-    ``nack``
-        JetStream kept answering with a server error (5xx) until the schedule ran out;
     ``shutdown``
-        still outstanding, or held back by the window, when ``run`` ended;
+        still outstanding, or still in the outage buffer, when ``run`` ended;
     ``nats_closed``
         the same, when ``run`` ended because the connection closed for good.
 
     ``publish_errors{reason}`` counts failed attempts: ``ack_timeout``, ``buffer_full``
-    (nats-py's reconnect buffer was full), ``nack``, ``status`` (an unexpected status reply),
-    ``bad_ack`` (an unreadable PubAck), and the final ``no_stream``, ``rejected`` and
-    ``invalid``. ``publish_retries`` counts republished attempts.
+    (nats-py's reconnect buffer was full), ``nack`` (a server error, 5xx), ``status`` (an
+    unexpected status reply), ``bad_ack`` (an unreadable PubAck), and the final
+    ``no_stream``, ``rejected`` and ``invalid``. ``publish_retries`` counts republished
+    attempts.
 
-    A failed attempt is retried after the next delay of ``retry_schedule``; an attempt fails
-    when its PubAck has not come ``ack_timeout`` seconds after it was handed to the thread.
+    A failed attempt is retried after the next delay of ``retry_schedule``, then after its
+    last delay again and again; an attempt fails when its PubAck has not come
+    ``ack_timeout`` seconds after it was handed to the thread, not counting time spent
+    disconnected.
     """
 
     def __init__(
@@ -194,8 +199,8 @@ class Publisher:
             raise ValueError("window must be at least 1")
         if ack_timeout <= 0:
             raise ValueError("ack_timeout must be positive")
-        if any(d < 0 for d in retry_schedule):
-            raise ValueError("retry delays must not be negative")
+        if not retry_schedule or any(d < 0 for d in retry_schedule):
+            raise ValueError("retry delays must be given and not negative")
         self._connect_options = dict(connect_options)
         self._connect_options.setdefault("max_reconnect_attempts", -1)
         # When its buffer is over pending_size, nc.publish() waits for nats-py's flusher,
@@ -217,8 +222,7 @@ class Publisher:
         # --- trio side ---
         # Keyed by the reply subject minus its ".<attempt>": "<inbox>.<n>".
         self._outstanding: dict[str, _Entry] = {}
-        self._held: Sequence[OutMessage] = ()
-        """The rest of the current batch, waiting for room in the window."""
+        self._source: OutageBuffer | None = None
         self._next_n = 1
         self._serial = 0
         # (deadline, serial, keys) per flight. A deadline is the send time plus ack_timeout
@@ -271,9 +275,9 @@ class Publisher:
 
     @property
     def backlog(self) -> int:
-        """Messages handed over and not settled: held back by the window, plus
-        :attr:`in_flight`. Batches still in the input channel are not counted."""
-        return len(self._held) + len(self._outstanding)
+        """Messages not settled: waiting in the outage buffer, plus :attr:`in_flight`."""
+        waiting = len(self._source) if self._source is not None else 0
+        return waiting + len(self._outstanding)
 
     @property
     def last_error(self) -> str | None:
@@ -284,11 +288,11 @@ class Publisher:
 
     async def run(
         self,
-        batches: trio.MemoryReceiveChannel[list[OutMessage]],
+        source: OutageBuffer,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Connect, provision, then publish every batch until ``batches`` is closed and empty.
+        """Connect, provision, then publish every message until ``source`` is closed and empty.
 
         ``task_status.started()`` is called once connected and provisioned; failing to
         connect raises :class:`PublisherError`, failing to provision
@@ -297,10 +301,11 @@ class Publisher:
         counts the rest as dropped (``shutdown``) and returns. Raises
         :class:`PublisherError` if the connection closes for good. On cancellation, counts
         the unsettled messages as dropped, closes the connection, joins the thread and
-        re-raises. Call it once per instance. ``batches`` is not closed.
+        re-raises. Call it once per instance.
         """
         if self._loop is not None:
             raise RuntimeError("Publisher.run() can only be called once")
+        self._source = source
         self._trio_token = trio.lowlevel.current_trio_token()
         # The loop and its main task are made before the thread exists, so that stopping
         # can always reach them, even when cancelled before the thread has started.
@@ -313,7 +318,7 @@ class Publisher:
             task_status.started()
             failure: PublisherError | None = None
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._feed, batches)
+                nursery.start_soon(self._feed, source)
                 try:
                     await self._settle()
                 except PublisherError as e:
@@ -339,23 +344,19 @@ class Publisher:
             self._wake = trio.Event()
             await self._wake.wait()
 
-    async def _feed(self, batches: trio.MemoryReceiveChannel[list[OutMessage]]) -> None:
-        """Move batches into the window, splitting a batch when it does not fit."""
-        async for batch in batches:
-            pending: Sequence[OutMessage] = batch
-            while pending:
-                room = self._window - len(self._outstanding)
-                if room <= 0:
-                    self._held = pending
-                    self._room = trio.Event()
-                    await self._room.wait()
-                    continue
-                if len(pending) <= room:
-                    take, pending = pending, ()
-                else:
-                    take, pending = pending[:room], pending[room:]
-                self._held = pending
-                self._send_new(take)
+    async def _feed(self, source: OutageBuffer) -> None:
+        """Move messages from the outage buffer into the window, as much as fits."""
+        while True:
+            room = self._window - len(self._outstanding)
+            if room <= 0:
+                self._room = trio.Event()
+                await self._room.wait()
+                continue
+            try:
+                messages = await source.get(room)
+            except trio.EndOfChannel:
+                break
+            self._send_new(messages)
         self._input_done = True
         self._wake.set()
 
@@ -366,8 +367,11 @@ class Publisher:
         while True:
             self._process_reports()
             now = trio.current_time()
-            self._expire(now)
-            self._retry_due(now)
+            if self._connected:
+                # While disconnected nothing can be acked, and what is sent only fills
+                # nats-py's reconnect buffer: failures and retries wait for the reconnect.
+                self._expire(now)
+                self._retry_due(now)
             self._metrics.publish_in_flight.set(len(self._outstanding))
             if self._room is not None and len(self._outstanding) < self._window:
                 self._room.set()
@@ -384,9 +388,9 @@ class Publisher:
                 await trio.lowlevel.checkpoint()
                 continue
             wake_at = shutdown_at
-            if self._deadlines:
+            if self._deadlines and self._connected:
                 wake_at = min(wake_at, self._deadlines[0][0])
-            if self._retries:
+            if self._retries and self._connected:
                 wake_at = min(wake_at, self._retries[0][0])
             self._wake = trio.Event()
             with trio.move_on_at(wake_at):
@@ -436,7 +440,7 @@ class Publisher:
             _, serial, keys = deadlines.popleft()
             failed = [k for k in keys if (e := out.get(k)) is not None and e[_SERIAL] == serial]
             if failed:
-                self._failed(failed, "ack_timeout", "ack_timeout", now)
+                self._failed(failed, "ack_timeout", now)
 
     def _retry_due(self, now: float) -> None:
         """Republish, as one flight, every message whose retry delay has run out."""
@@ -449,34 +453,21 @@ class Publisher:
         if due:
             self._send_again(due)
 
-    def _failed(self, keys: list[str], reason: str, drop_reason: str, now: float) -> None:
-        """Attempts that got no usable PubAck: schedule each message's next attempt, or drop
-        it (as ``drop_reason``) when its retry schedule is used up."""
+    def _failed(self, keys: list[str], reason: str, now: float) -> None:
+        """Attempts that got no usable PubAck: schedule each message's next attempt, after
+        the schedule's delay for that attempt (its last delay once the schedule is used up)."""
         self._metrics.publish_errors.labels(reason).inc(len(keys))
         schedule = self._retry_schedule
+        last = len(schedule) - 1
         out = self._outstanding
         by_delay: dict[float, list[str]] = {}
-        dropped: list[OutMessage] = []
         for k in keys:
             e = out[k]
-            if e[_ATTEMPT] > len(schedule):
-                del out[k]
-                dropped.append(e[_MSG])
-            else:
-                e[_SERIAL] = 0
-                by_delay.setdefault(schedule[e[_ATTEMPT] - 1], []).append(k)
+            e[_SERIAL] = 0
+            by_delay.setdefault(schedule[min(e[_ATTEMPT] - 1, last)], []).append(k)
         for delay, waiting in by_delay.items():
             self._retry_seq += 1
             heapq.heappush(self._retries, (now + delay, self._retry_seq, waiting))
-        if dropped:
-            by_type = self._drop(dropped, drop_reason)
-            log.warning(
-                "publish retries used up; messages dropped",
-                count=len(dropped),
-                reason=drop_reason,
-                attempts=len(schedule) + 1,
-                by_type=by_type,
-            )
 
     def _drop(self, msgs: Iterable[OutMessage], reason: str) -> dict[str, int]:
         by_type: dict[str, int] = {}
@@ -490,9 +481,9 @@ class Publisher:
     def _abandon(self, reason: str) -> None:
         """Count every message not settled as dropped: ``run`` is ending."""
         msgs = [e[_MSG] for e in self._outstanding.values()]
-        msgs.extend(self._held)
+        if self._source is not None:
+            msgs.extend(self._source.take_all())
         self._outstanding.clear()
-        self._held = ()
         self._deadlines.clear()
         self._retries.clear()
         self._metrics.publish_in_flight.set(0)
@@ -522,6 +513,8 @@ class Publisher:
             elif kind == "invalid":
                 self._on_invalid(payload)
             elif kind == "connected":
+                if payload and not self._connected:
+                    self._resume(trio.current_time())
                 self._connected = payload
                 self._metrics.nats_connected.set(1 if payload else 0)
                 log.info("NATS connected" if payload else "NATS disconnected")
@@ -544,6 +537,15 @@ class Publisher:
             self._closed = True
             self._last_error = "NATS connection closed for good" + (f": {err!r}" if err else "")
             raise PublisherError(self._last_error) from err
+
+    def _resume(self, now: float) -> None:
+        """Back from an outage: every attempt in flight gets a full ``ack_timeout`` from now
+        (nats-py sends what it buffered meanwhile first), and due retries go out."""
+        limit = now + self._ack_timeout
+        # Deadlines only grow along the deque, so raising the early ones to one value keeps
+        # it sorted.
+        self._deadlines = deque((max(d, limit), s, k) for d, s, k in self._deadlines)
+        self._wake.set()
 
     def _on_acks(self, acks: list[_Ack]) -> None:
         """Settle messages from a chunk of PubAcks and no-responder replies."""
@@ -626,7 +628,7 @@ class Publisher:
         if retry:
             now = trio.current_time()
             for reason, keys in retry.items():
-                self._failed(keys, reason, "nack", now)
+                self._failed(keys, reason, now)
 
     def _on_unsent(self, attempts: list[tuple[str, int]]) -> None:
         """Attempts nats-py refused to buffer while disconnected: retry them later."""
@@ -637,7 +639,7 @@ class Publisher:
             if (e := out.get(k)) is not None and e[_ATTEMPT] == a and e[_SERIAL] != 0
         ]
         if failed:
-            self._failed(failed, "buffer_full", "ack_timeout", trio.current_time())
+            self._failed(failed, "buffer_full", trio.current_time())
 
     def _on_invalid(self, attempts: list[tuple[str, int, str]]) -> None:
         """Messages nats-py refused outright (bad subject, over max payload): drop them."""

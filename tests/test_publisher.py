@@ -1,6 +1,6 @@
 """The JetStream publisher against a real nats-server (never a mock): provisioning, storage
 exactly once, no-stream subjects, the window, NATS going away and coming back (or not),
-shutdown and cancellation."""
+shutdown and cancellation. Its input is a real :class:`~relay.overload.OutageBuffer`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from nats.js.api import (
 import relay.publisher
 from relay.metrics import Metrics
 from relay.natsd import NatsServer, free_port, responding
+from relay.overload import OutageBuffer
 from relay.publisher import ProvisioningError, Publisher, PublisherError
 from relay.wire import OutMessage
 from tests.jetstream import stream_counts
@@ -71,6 +72,15 @@ def make_publisher(
     )
 
 
+def make_buffer(metrics: Metrics, capacity: int = 1 << 20) -> OutageBuffer:
+    """An outage buffer whose every type waits for room (no drops of its own)."""
+
+    def no_resync(venue: str, symbol: str, reason: str) -> None:
+        raise AssertionError("a backpressure-only buffer never asks for a resync")
+
+    return OutageBuffer(capacity, {}, metrics, no_resync)
+
+
 async def publish(
     pub: Publisher,
     batches: list[list[OutMessage]],
@@ -78,21 +88,23 @@ async def publish(
     between: Callable[[int], Awaitable[None]] | None = None,
 ) -> None:
     """Run ``pub`` over ``batches`` until it returns; ``between(i)`` runs before batch i."""
-    send, recv = trio.open_memory_channel[list[OutMessage]](4)
+    source = make_buffer(pub._metrics, capacity=4096)
     async with trio.open_nursery() as nursery:
-        await nursery.start(pub.run, recv)
-        async with send:
+        await nursery.start(pub.run, source)
+        try:
             for i, batch in enumerate(batches):
                 if between is not None:
                     await between(i)
-                await send.send(batch)
+                await source.put(batch)
+        finally:
+            source.close()
 
 
 async def provision(pub: Publisher) -> None:
     """Run ``pub`` with no input: it connects, provisions and returns (or raises)."""
-    send, recv = trio.open_memory_channel[list[OutMessage]](0)
-    send.close()
-    await pub.run(recv)
+    source = make_buffer(pub._metrics)
+    source.close()
+    await pub.run(source)
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:
@@ -285,19 +297,29 @@ async def test_messages_jetstream_or_nats_refuse_are_dropped(nats_server: NatsSe
     assert settled(metrics) == 105
 
 
-async def test_server_errors_are_retried_then_dropped(nats_server: NatsServer) -> None:
+async def test_server_errors_are_retried_until_run_ends(nats_server: NatsServer) -> None:
     # A full stream that discards new messages answers 503 "maximum messages exceeded".
     full = StreamConfig(
         name="MARKET", subjects=["market.binance.>"], max_msgs=10, discard=DiscardPolicy.NEW
     )
     metrics = Metrics()
-    pub = make_publisher(nats_server.url, metrics, streams=[full], retry_schedule=(0.05, 0.05))
+    pub = make_publisher(
+        nats_server.url,
+        metrics,
+        streams=[full],
+        retry_schedule=(0.05, 0.1),
+        shutdown_timeout=1.0,
+    )
     with trio.fail_after(5):
         await publish(pub, [make_msgs(15)])
     assert await stored(nats_server.url) == 10
-    assert dropped(metrics, "trade", "nack") == 5
-    assert value(metrics, "relay_publish_errors_total", reason="nack") == 15  # 3 attempts
-    assert value(metrics, "relay_publish_retries_total") == 10
+    # Never given up for a server error: retried (the last delay again and again) for the
+    # whole second of the shutdown timeout, then counted as dropped at shutdown.
+    assert dropped(metrics, "trade", "shutdown") == 5
+    retries = value(metrics, "relay_publish_retries_total")
+    print(f"5 messages retried {retries:.0f} times in 1 s")
+    assert retries >= 5 * 5
+    assert value(metrics, "relay_publish_errors_total", reason="nack") >= retries
     assert pub.last_error is not None and "maximum messages exceeded" in pub.last_error
 
 
@@ -323,29 +345,39 @@ async def test_the_window_bounds_messages_in_flight(nats_server: NatsServer) -> 
     assert 0 < max(seen) <= 64
 
 
-async def test_a_full_window_holds_back_the_rest(nats_server: NatsServer) -> None:
+async def test_a_full_window_leaves_the_rest_in_the_outage_buffer(
+    nats_server: NatsServer,
+) -> None:
     metrics = Metrics()
     pub = make_publisher(nats_server.url, metrics, window=64, ack_timeout=5.0)
-    send, recv = trio.open_memory_channel[list[OutMessage]](1)
+    payload = 16
+    msgs = [m._replace(payload=b"x" * payload) for m in make_msgs(400)]
+    source = make_buffer(metrics, capacity=100 * payload)
+    handed_over = 0
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            await nursery.start(pub.run, recv)
+            await nursery.start(pub.run, source)
             nats_server.kill()  # nothing is acknowledged from now on
 
             async def sender() -> None:
-                for batch in batched(make_msgs(400), 100):
-                    await send.send(batch)
+                nonlocal handed_over
+                for batch in batched(msgs, 100):
+                    handed_over += len(batch)
+                    await source.put(batch)
 
             nursery.start_soon(sender)
             await trio.sleep(0.3)
-            # 64 published, 36 held by the publisher, one batch in the channel, the sender
-            # blocked on the last one: backpressure.
+            # 64 published, 100 payloads' worth waiting in the buffer, the sender blocked on
+            # the rest: backpressure.
             assert pub.in_flight == 64
-            assert pub.backlog == 100
-            assert recv.statistics().current_buffer_used == 1
+            assert len(source) == 100 and source.bytes == 100 * payload
+            assert pub.backlog == 164
+            assert handed_over == 200
             assert value(metrics, "relay_publish_in_flight") == 64
+            assert value(metrics, "relay_outage_buffer_bytes") == 100 * payload
             nursery.cancel_scope.cancel()
-    assert dropped(metrics, "trade", "shutdown") == 100
+    # In flight, in the buffer, and the rest of the batch the sender was blocked on.
+    assert dropped(metrics, "trade", "shutdown") == 200
 
 
 # ---------------------------------------------------------------------------- NATS going away
@@ -378,40 +410,47 @@ async def test_messages_sent_while_nats_is_down_are_retried_and_stored_exactly_o
         await publish(pub, batched(msgs, 100), between=between)
     assert await stored(nats_server.url) == len({m.msg_id for m in msgs}) == 2000
     assert settled(metrics) == 2000
+    assert dropped(metrics, "trade", "shutdown") == 0
     assert value(metrics, "relay_published_messages_total", venue="binance") >= 1000
-    assert value(metrics, "relay_publish_retries_total") > 0
 
 
-async def test_while_nats_stays_down_messages_are_dropped_after_the_retry_schedule(
+async def test_an_outage_longer_than_the_retry_schedule_loses_nothing(
     nats_server: NatsServer,
 ) -> None:
+    msgs = make_msgs(3000)
     metrics = Metrics()
     pub = make_publisher(
         nats_server.url,
         metrics,
-        # A small reconnect buffer, so that some attempts fail outright.
+        # A small reconnect buffer, so that some attempts cannot even be buffered.
         connect={"pending_size": 8192},
-        ack_timeout=0.2,
+        ack_timeout=0.3,
         retry_schedule=(0.1, 0.2),
-        shutdown_timeout=5.0,
     )
+    restarted = trio.Event()
 
-    async def between(i: int) -> None:
-        if i == 1:
-            await acked(metrics, 100)
-            nats_server.kill()
+    async def restart_later() -> None:
+        # Ten times the whole retry schedule (0.3 s + 0.1 + 0.3 + 0.2 + 0.3).
+        await trio.sleep(3.0)
+        await trio.to_thread.run_sync(nats_server.start)
+        restarted.set()
 
-    start = trio.current_time()
-    with trio.fail_after(5):
-        await publish(pub, batched(make_msgs(400), 100), between=between)
-    # Three attempts, 0.2 s each, with 0.1 + 0.2 s between: well within shutdown_timeout.
-    assert trio.current_time() - start < 3.0
-    assert value(metrics, "relay_published_messages_total", venue="binance") == 100
-    assert dropped(metrics, "trade", "ack_timeout") == 300
-    assert dropped(metrics, "trade", "shutdown") == 0
+    async with trio.open_nursery() as nursery:
+
+        async def between(i: int) -> None:
+            if i == 5:
+                await acked(metrics, 500)
+                nats_server.kill()
+                nursery.start_soon(restart_later)
+
+        with trio.fail_after(15):
+            # The window and then the outage buffer fill up; then the input waits.
+            await publish(pub, batched(msgs, 100), between=between)
+    assert restarted.is_set()
+    assert await stored(nats_server.url) == 3000
+    assert value(metrics, "relay_published_messages_total", venue="binance") == 3000
+    assert settled(metrics) == 3000  # nothing dropped
     assert value(metrics, "relay_publish_errors_total", reason="buffer_full") > 0
-    assert value(metrics, "relay_publish_retries_total") == 600
-    assert not pub.connected
 
 
 async def test_run_returns_after_shutdown_timeout_with_acks_outstanding(
@@ -439,15 +478,15 @@ async def test_a_connection_closed_for_good_fails_run(nats_server: NatsServer) -
     metrics = Metrics()
     # Reconnecting forever is the default; one attempt makes nats-py give up at once.
     pub = make_publisher(nats_server.url, metrics, connect={"max_reconnect_attempts": 1})
-    send, recv = trio.open_memory_channel[list[OutMessage]](1)
+    source = make_buffer(metrics)
     with (
         trio.fail_after(5),
         pytest.RaisesGroup(pytest.RaisesExc(PublisherError, match="closed for good")),
     ):
         async with trio.open_nursery() as nursery:
-            await nursery.start(pub.run, recv)
+            await nursery.start(pub.run, source)
             nats_server.kill()
-            await send.send(make_msgs(100))
+            await source.put(make_msgs(100))
     assert dropped(metrics, "trade", "nats_closed") == 100
     assert pub.last_error is not None and "closed for good" in pub.last_error
     assert not any(t.name == "relay-publisher" for t in threading.enumerate())
@@ -458,19 +497,20 @@ async def test_cancelling_run_closes_the_connection_and_joins_the_thread(
 ) -> None:
     metrics = Metrics()
     pub = make_publisher(nats_server.url, metrics, window=100)
-    send, recv = trio.open_memory_channel[list[OutMessage]](100)
+    source = make_buffer(metrics)
     for batch in batched(make_msgs(3000), 100):
-        send.send_nowait(batch)
+        await source.put(batch)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            await nursery.start(pub.run, recv)
+            await nursery.start(pub.run, source)
             await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
     assert not any(t.name == "relay-publisher" for t in threading.enumerate())
     assert not pub.connected
-    # Everything handed over is accounted for: acknowledged, or dropped at shutdown (which
-    # some of those were stored anyway, their PubAcks unread).
-    handed_over = 3000 - 100 * recv.statistics().current_buffer_used
+    # Everything is accounted for: acknowledged, or dropped at shutdown, in flight or still
+    # in the buffer (some of those in flight were stored anyway, their PubAcks unread).
+    handed_over = 3000
+    assert len(source) == 0
     assert dropped(metrics, "trade", "shutdown") > 0
     assert settled(metrics) == handed_over
     published = value(metrics, "relay_published_messages_total", venue="binance")

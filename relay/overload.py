@@ -1,0 +1,218 @@
+"""The outage buffer: the one place where the pipeline decides what gives under overload.
+
+Place in the nursery tree (see :mod:`relay.app`): it sits between the normalizer, which puts
+encoded messages into it (:meth:`OutageBuffer.put`), and the publisher, which gets as many as
+its window has room for (:meth:`OutageBuffer.get`). While NATS is away or JetStream is slow,
+the publisher's window stays full and messages wait here, up to ``capacity`` bytes of
+payload. The venues keep being read meanwhile.
+
+When a message does not fit, the overload policy of its data type decides:
+
+``backpressure``
+    :meth:`put` waits for room, and with it the normalizer and then the venue readers.
+    Nothing is dropped. Trades, liquidations and status events have no other policy.
+``conflate``
+    the message waits in a slot of its subject (one venue, symbol and type), where a newer
+    one replaces it; each replaced message is dropped as ``conflated``. Slots may take the
+    buffer over ``capacity``, by at most one message per subject.
+``resync``
+    a book delta is dropped as ``overflow``, and so is every later delta of that book (as
+    ``resync``) until a snapshot of it comes: a consumer never sees a delta whose
+    predecessor is missing. ``on_resync`` asks the venue for that fresh snapshot at once.
+    Snapshots are always taken in, over ``capacity`` if need be (one per book at most).
+
+Messages leave in the order they came, a conflated one at the place of the first message
+its slot took in. Every drop is counted in ``relay_dropped_messages{type, reason}``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Final
+
+import trio
+
+from relay.metrics import Metrics
+from relay.wire import OutMessage, symbol_from_token
+
+__all__ = ["OutageBuffer"]
+
+BACKPRESSURE: Final = "backpressure"
+CONFLATE: Final = "conflate"
+RESYNC: Final = "resync"
+_SNAPSHOT_ID_MARK: Final = ":l2s:"
+"""Book snapshots and deltas share a subject; their message ids tell them apart."""
+
+
+class OutageBuffer:
+    """A byte-bounded FIFO of :class:`~relay.wire.OutMessage` with a policy per data type.
+
+    ``policy`` maps a data type (the last subject token; ``status`` for ``_status``) to
+    one of ``backpressure``, ``conflate`` or ``resync``; a type it does not name gets
+    ``backpressure``. ``on_resync(venue, symbol, reason)`` is called (synchronously, from
+    :meth:`put`) for a book that lost a delta.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        policy: Mapping[str, str],
+        metrics: Metrics,
+        on_resync: Callable[[str, str, str], None],
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1 byte")
+        self._capacity = capacity
+        self._policy = dict(policy)
+        self._metrics = metrics
+        self._on_resync = on_resync
+        # A queued item is an OutMessage, or the subject (a str) of a conflation slot whose
+        # message is in _slots.
+        self._queue: deque[OutMessage | str] = deque()
+        self._slots: dict[str, OutMessage] = {}
+        self._resyncing: set[str] = set()
+        self._bytes = 0
+        self._closed = False
+        self._room = trio.Event()
+        self._ready = trio.Event()
+        self._policy_of: dict[str, str] = {}
+        self._gauge_bytes = metrics.outage_buffer_bytes
+        self._gauge_items = metrics.channel_depth.labels("outage_buffer")
+
+    # ------------------------------------------------------------------ read-only state
+
+    @property
+    def bytes(self) -> int:
+        """Payload bytes waiting."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        """Messages waiting."""
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ producer side
+
+    async def put(self, messages: list[OutMessage]) -> None:
+        """Take ``messages`` in, in order, by their types' policies; waits only for room for
+        a ``backpressure`` message. On cancellation, what was not taken in yet is counted as
+        dropped (``shutdown``)."""
+        if self._closed:
+            raise trio.ClosedResourceError("the outage buffer is closed")
+        i = 0
+        try:
+            for i, m in enumerate(messages):  # noqa: B007 (i is read after a cancellation)
+                policy = self._policy_of.get(m.subject)
+                if policy is None:
+                    policy = self._policy_of[m.subject] = self._policy.get(
+                        _data_type(m.subject), BACKPRESSURE
+                    )
+                if policy == BACKPRESSURE:
+                    while self._bytes and self._bytes + len(m.payload) > self._capacity:
+                        self._gauges()
+                        self._room = trio.Event()
+                        await self._room.wait()
+                    self._append(m)
+                elif policy == CONFLATE:
+                    self._conflate(m)
+                else:
+                    self._book(m)
+        except trio.Cancelled:
+            self._drop_many(messages[i:], "shutdown")
+            raise
+        self._gauges()
+
+    def close(self) -> None:
+        """No more :meth:`put`; :meth:`get` raises ``EndOfChannel`` once the buffer is empty."""
+        self._closed = True
+        self._ready.set()
+
+    def _append(self, m: OutMessage) -> None:
+        self._queue.append(m)
+        self._bytes += len(m.payload)
+        self._ready.set()
+
+    def _conflate(self, m: OutMessage) -> None:
+        subject = m.subject
+        waiting = self._slots.get(subject)
+        if waiting is not None:
+            self._slots[subject] = m
+            self._bytes += len(m.payload) - len(waiting.payload)
+            self._drop_many([waiting], "conflated")
+        elif self._bytes + len(m.payload) <= self._capacity:
+            self._append(m)
+        else:
+            self._slots[subject] = m
+            self._queue.append(subject)
+            self._bytes += len(m.payload)
+            self._ready.set()
+
+    def _book(self, m: OutMessage) -> None:
+        subject = m.subject
+        if _SNAPSHOT_ID_MARK in m.msg_id:
+            self._resyncing.discard(subject)
+            self._append(m)
+        elif subject in self._resyncing:
+            self._drop_many([m], RESYNC)
+        elif self._bytes + len(m.payload) <= self._capacity:
+            self._append(m)
+        else:
+            self._resyncing.add(subject)
+            self._drop_many([m], "overflow")
+            _, venue, token, _ = subject.split(".", 3)
+            self._on_resync(venue, symbol_from_token(token), "outage buffer full")
+
+    # ------------------------------------------------------------------ consumer side
+
+    async def get(self, max_messages: int) -> list[OutMessage]:
+        """Up to ``max_messages`` messages, oldest first; waits for at least one. Raises
+        ``trio.EndOfChannel`` once closed and empty."""
+        queue = self._queue
+        while not queue:
+            if self._closed:
+                raise trio.EndOfChannel
+            self._ready = trio.Event()
+            await self._ready.wait()
+        n = min(max_messages, len(queue))
+        taken: list[OutMessage] = []
+        slots = self._slots
+        size = 0
+        for _ in range(n):
+            item = queue.popleft()
+            if type(item) is str:
+                item = slots.pop(item)
+            size += len(item.payload)
+            taken.append(item)
+        self._bytes -= size
+        self._room.set()
+        self._gauges()
+        return taken
+
+    def take_all(self) -> list[OutMessage]:
+        """Empty the buffer without waiting: what is left when the publisher stops."""
+        taken = [self._slots.pop(i) if type(i) is str else i for i in self._queue]
+        self._queue.clear()
+        self._bytes = 0
+        self._room.set()
+        self._gauges()
+        return taken
+
+    # ------------------------------------------------------------------ accounting
+
+    def _drop_many(self, messages: list[OutMessage], reason: str) -> None:
+        by_type: dict[str, int] = {}
+        for m in messages:
+            t = _data_type(m.subject)
+            by_type[t] = by_type.get(t, 0) + 1
+        for t, n in by_type.items():
+            self._metrics.dropped.labels(t, reason).inc(n)
+
+    def _gauges(self) -> None:
+        self._gauge_bytes.set(self._bytes)
+        self._gauge_items.set(len(self._queue))
+
+
+def _data_type(subject: str) -> str:
+    """The data type of a subject (its last token), ``status`` for ``_status``."""
+    last = subject.rpartition(".")[2]
+    return "status" if last == "_status" else last
