@@ -48,7 +48,8 @@ fractions, converted exactly to integer nanoseconds.
   ids stay unique and increasing; ``first_sequence == sequence``, and ``prev_sequence`` is
   the previous message's sequence on the same book. No gap can be detected. A book left
   crossed by a message is corrupt: nothing is published, and that symbol's ``orderbooks``
-  is unsubscribed and subscribed again (``book_resync``) to get a fresh reset.
+  is unsubscribed and subscribed again (``book_resync``) to get a fresh reset; a resync
+  asked for by downstream (:meth:`AlpacaCodec.resync`) does the same.
 * ``success`` / ``subscription`` acks and the bar, status and correction types are dropped.
 
 **Units.** Crypto sizes are in the base asset. Stock quote sizes are as the feed sends them
@@ -473,6 +474,35 @@ class AlpacaCodec(Codec):
                     asks=asks,
                 )
             )
+
+    def resync(self, symbol: str, reason: str, recv_ns: int) -> list[MarketEvent]:
+        """Drop the book of canonical ``symbol`` and get a fresh one (alpaca.md §4.4, §5).
+
+        The first ``orderbooks`` message after subscribing is the full book with ``"r":
+        true``, so the symbol's ``orderbooks`` alone is unsubscribed and subscribed again,
+        as for a crossed book; updates before the reset are dropped. A book still waiting
+        for its reset (before authentication, whose subscribe frames will bring it, or
+        after a resubscription) gets the status but no second request. A symbol without a
+        book on this connection (stocks have none) is ignored.
+        """
+        out: list[MarketEvent] = []
+        for state in self._symbols.values():
+            if state.symbol != symbol or not state.want_book:
+                continue
+            detail = f"resync asked for: {reason}"
+            if state.synced and self.authenticated:
+                self._resync(state, detail, recv_ns, out)
+            else:
+                state.book.clear()
+                state.synced = False
+                detail = f"{detail}; its reset is awaited already"
+                out.append(self._book_resync(state, detail, recv_ns))
+        return out
+
+    @property
+    def synced(self) -> bool:
+        """Every wanted book has had its reset message since connect, none awaits a resync."""
+        return all(s.synced for s in self._symbols.values() if s.want_book)
 
     def _resync(self, state: _Symbol, detail: str, recv_ns: int, out: list[MarketEvent]) -> None:
         """Drop a crossed book and resubscribe that symbol's ``orderbooks`` for a new reset."""

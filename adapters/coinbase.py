@@ -278,7 +278,8 @@ class CoinbaseCodec(Codec):
     connection are dropped (``counters.stale_deltas_dropped``). There is no checksum; a
     book left crossed by an update is corrupt: the delta is not published and the product
     alone is resynced (``unsubscribe`` + ``subscribe`` of ``level2`` for that product).
-    A ``sequence_num`` gap resyncs every book on the connection (module docstring).
+    A ``sequence_num`` gap resyncs every book on the connection (module docstring);
+    :meth:`resync` (downstream lost a delta) resyncs one product as for a crossed book.
 
     **Other frames.** ``subscriptions`` acks and ``heartbeats`` carry no market data (the
     heartbeats' ``sequence_num`` still feeds the gap check). ``{"type": "error"}`` frames
@@ -336,6 +337,42 @@ class CoinbaseCodec(Codec):
     def _resubscribe(self, channel: str, product_ids: list[str]) -> None:
         self._channel("unsubscribe", channel, product_ids)
         self._channel("subscribe", channel, product_ids)
+
+    # -- resync on request ----------------------------------------------------------------------
+
+    def resync(self, symbol: str, reason: str, recv_ns: int) -> list[MarketEvent]:
+        """Drop the book of canonical ``symbol`` and get a fresh snapshot: **resubscribe**.
+
+        ``sequence_num`` counts the whole connection, but the book itself needs no
+        reconnect: the first ``l2_data`` event after subscribing ``level2`` is a full
+        ``snapshot`` of the product (coinbase.md §5.3), so the product alone is
+        unsubscribed and subscribed again, as for a crossed book, and the connection's
+        sequence check goes on unchanged. Updates before the new snapshot are dropped. A
+        book still waiting for its snapshot (after connecting or a resubscription) gets the
+        status but no second request. A product without a book on this connection is
+        ignored.
+        """
+        out: list[MarketEvent] = []
+        resync: list[str] = []
+        for state in self._products.values():
+            if state.symbol != symbol or not state.book_wanted:
+                continue
+            if not state.synced:
+                detail = f"resync asked for: {reason}; its snapshot is awaited already"
+                out.append(self._book_resync(state, detail, recv_ns))
+                continue
+            detail = f"resync asked for: {reason}; resubscribing"
+            out.append(self._book_resync(state, detail, recv_ns))
+            state.book.clear()
+            state.synced = False
+            resync.append(state.native)
+        self._resubscribe(_L2_CHANNEL, resync)
+        return out
+
+    @property
+    def synced(self) -> bool:
+        """Every wanted book has had its snapshot since connect, and no resync is pending."""
+        return all(p.synced for p in self._products.values() if p.book_wanted)
 
     # -- frames -------------------------------------------------------------------------------
 

@@ -405,6 +405,7 @@ class DeribitCodec(Codec):
     4. A snapshot or change that leaves the book crossed (best bid >= best ask) means a
        corrupt copy: nothing is published and the instrument resyncs as for a gap (a
        ``book_resync`` status with the crossing prices).
+    5. :meth:`resync` (downstream lost a delta) resyncs an instrument as for a gap.
 
     Deribit sends no checksum. ``new``/``change``/``delete`` are applied as absolute
     updates without checking whether the level existed: a ``change`` of an unknown level
@@ -453,6 +454,8 @@ class DeribitCodec(Codec):
         self._next_id = 1
         # Subscribe requests awaiting their answer: request id -> channels asked for.
         self._pending_subscribes: dict[int, list[str]] = {}
+        self._refused: set[str] = set()
+        """Channels the venue left out of a subscribe answer on this connection."""
         self._handlers = {
             "book": self._on_book,
             "ticker": self._on_ticker,
@@ -481,6 +484,7 @@ class DeribitCodec(Codec):
             state.reset()
         self._next_id = 1
         self._pending_subscribes = {}
+        self._refused = set()
         self._request("public/set_heartbeat", {"interval": HEARTBEAT_INTERVAL})
         for channels in chunks(self.channels, MAX_CHANNELS_PER_SUBSCRIBE):
             self._subscribe(channels)
@@ -532,9 +536,11 @@ class DeribitCodec(Codec):
         if asked is None:
             return []  # set_heartbeat "ok", public/test, unsubscribe, or not ours
         got = set(_channels_decoder.decode(result))
+        self._refused -= got
         missing: dict[str, list[str]] = {}
         for channel in asked:
             if channel not in got:
+                self._refused.add(channel)
                 native = channel.split(".")[1]
                 missing.setdefault(native, []).append(channel)
         out: list[MarketEvent] = []
@@ -543,6 +549,39 @@ class DeribitCodec(Codec):
             detail = f"not subscribed by the venue: {', '.join(channels)}"
             out.append(self._symbol_status(state, "unknown_symbol", detail, recv_ns))
         return out
+
+    # -- resync on request ----------------------------------------------------------------------
+
+    def resync(self, symbol: str, reason: str, recv_ns: int) -> list[MarketEvent]:
+        """Drop the book of canonical ``symbol`` and get a fresh snapshot (deribit.md §5).
+
+        As for a gap: ``public/unsubscribe`` + ``public/subscribe`` of the instrument's book
+        channel, whose first notification is a ``type: snapshot``; changes before it are
+        dropped. A book still waiting for its snapshot (after connecting or a resync) gets
+        the status but no second request: subscribing costs credits. An instrument without
+        a book on this connection (not wanted, or its book channel left out of the venue's
+        subscribe answer) is ignored.
+        """
+        out: list[MarketEvent] = []
+        for state in self._instruments.values():
+            if state.symbol != symbol or not self._has_book(state):
+                continue
+            if state.synced:
+                self._resync(state, f"resync asked for: {reason}; resubscribing", recv_ns, out)
+            else:
+                detail = f"resync asked for: {reason}; its snapshot is awaited already"
+                out.append(self._book_resync(state, detail, recv_ns))
+        return out
+
+    @property
+    def synced(self) -> bool:
+        """Every book has had its snapshot since connect and its chain has held since (no
+        resync pending); books the venue refused to subscribe do not count."""
+        return all(s.synced for s in self._instruments.values() if self._has_book(s))
+
+    def _has_book(self, state: _Instrument) -> bool:
+        channel = state.book_channel
+        return channel is not None and channel not in self._refused
 
     def _venue_error(self, request_id: object, error: _RpcError, recv_ns: int) -> VenueStatus:
         what = ""

@@ -21,7 +21,9 @@ subscription type (Hyperliquid takes exactly one coin per subscription):
   newer than the last one published on this connection is dropped
   (``counters.stale_deltas_dropped``). A crossed snapshot is corrupt: it is not published,
   and the coin's ``l2Book`` is resubscribed (``book_resync``); the next good snapshot is
-  published with a ``book_synced`` status, as is the first one after every connect.
+  published with a ``book_synced`` status, as is the first one after every connect. A
+  resync asked for by downstream (:meth:`HyperliquidCodec.resync`) sends nothing: it drops
+  the coin's book, and the next newer ``l2Book`` message is the fresh snapshot.
 * ``activeAssetCtx`` (perps) → :class:`~relay.events.FundingRate` (``funding``, the current
   rate **per hour** ⚠, with ``markPx`` and ``oraclePx``), :class:`~relay.events.MarkPrice`
   (``markPx``; ``oraclePx`` as the index price) and :class:`~relay.events.OpenInterest`
@@ -416,6 +418,29 @@ class HyperliquidCodec(Codec):
             detail = f"l2Book snapshot time={book.time}"
             out.append(self._symbol_status(coin, "book_synced", detail, recv_ns))
         return out
+
+    def resync(self, symbol: str, reason: str, recv_ns: int) -> list[MarketEvent]:
+        """Drop the book of canonical ``symbol``; **no action is queued**.
+
+        Every ``l2Book`` message is a full snapshot (hyperliquid.md §5), so the coin's next
+        one (newer than the last published) is the fresh snapshot, published with a
+        ``book_synced`` status; there are no deltas to hold back. A coin without a book on
+        this connection is ignored.
+        """
+        out: list[MarketEvent] = []
+        for coin in self._coins.values():
+            if coin.symbol != symbol or not coin.want_book:
+                continue
+            coin.book.clear()
+            coin.synced = False
+            detail = f"resync asked for: {reason}; the next l2Book snapshot restores it"
+            out.append(self._book_resync(coin, detail, recv_ns))
+        return out
+
+    @property
+    def synced(self) -> bool:
+        """Every wanted book has had a snapshot since connect and none awaits a resync."""
+        return all(c.synced for c in self._coins.values() if c.want_book)
 
     def _resync(self, coin: _Coin, detail: str, recv_ns: int) -> VenueStatus:
         """Drop a crossed snapshot and resubscribe the coin's book (that coin only)."""

@@ -258,6 +258,7 @@ def _checksum(book: OrderBook, price_spec: str, qty_spec: str) -> int:
 class _Symbol:
     __slots__ = (
         "book",
+        "book_subscribed",
         "book_wanted",
         "contract_size",
         "last_sequence",
@@ -279,6 +280,8 @@ class _Symbol:
         self.book = OrderBook()
         self.synced = False
         """A snapshot was published on this connection since the last resync."""
+        self.book_subscribed = False
+        """The ``book`` subscription of the pair was sent on this connection."""
         self.precision: tuple[str, str] | None = None
         """Format specs (``".1f"``, ``".8f"``) from the instrument channel, once known."""
         self.last_sequence = 0
@@ -321,6 +324,7 @@ class KrakenCodec(Codec):
        and the pair alone is resubscribed (``unsubscribe`` echoing the depth, then
        ``subscribe``). Updates arriving before the new snapshot are dropped
        (``counters.stale_deltas_dropped``).
+    4. :meth:`resync` (downstream lost a delta) resyncs a pair the same way.
 
     If book data arrives for a pair whose precision is unknown (a replayed recording that
     has no instrument frame), the book is kept and published unchecked, and its
@@ -374,6 +378,7 @@ class KrakenCodec(Codec):
         for state in self._symbols.values():
             state.book.clear()
             state.synced = False
+            state.book_subscribed = False
         states = list(self._symbols.values())
         if any(s.book_wanted for s in states):
             self._request("subscribe", {"channel": "instrument", "snapshot": True})
@@ -394,6 +399,42 @@ class KrakenCodec(Codec):
 
     def _book_params(self) -> dict[str, object]:
         return {"channel": "book", "depth": self.depth, "snapshot": True}
+
+    # -- resync on request ----------------------------------------------------------------------
+
+    def resync(self, symbol: str, reason: str, recv_ns: int) -> list[MarketEvent]:
+        """Drop the book of canonical ``symbol`` and get a fresh snapshot (kraken.md §5).
+
+        Kraken sends a ``snapshot`` on every ``book`` subscribe, so the pair alone is
+        unsubscribed (echoing the depth) and subscribed again, as after a checksum
+        mismatch; updates before the new snapshot are dropped. A book still waiting for its
+        snapshot (its subscription waits for the instrument snapshot, or a resubscription
+        is under way) gets the status but no second request. A pair without a book on this
+        connection (not wanted, or left out as missing from the instrument snapshot) is
+        ignored.
+        """
+        out: list[MarketEvent] = []
+        for state in self._symbols.values():
+            if state.symbol != symbol or not self._has_book(state):
+                continue
+            detail = f"resync asked for: {reason}"
+            if state.synced:
+                self._resync(state, detail, recv_ns, out)
+            else:
+                detail = f"{detail}; its snapshot is awaited already"
+                out.append(self._book_resync(state, detail, recv_ns))
+        return out
+
+    @property
+    def synced(self) -> bool:
+        """Every book of the connection has been built from a snapshot since connect and no
+        resync is under way; pairs whose book was not subscribed (unknown) do not count."""
+        return all(s.synced for s in self._symbols.values() if self._has_book(s))
+
+    def _has_book(self, state: _Symbol) -> bool:
+        """Whether the pair has a book on this connection: wanted and, once the instrument
+        snapshot has released the book subscriptions, subscribed."""
+        return state.book_wanted and (state.book_subscribed or not self._books_subscribed)
 
     # -- frames -------------------------------------------------------------------------------
 
@@ -461,6 +502,7 @@ class KrakenCodec(Codec):
                 detail = "not in the instrument snapshot; book not subscribed"
                 out.append(self._symbol_status(state, "unknown_symbol", detail, recv_ns))
             else:
+                state.book_subscribed = True
                 ready.append(state.native)
         self._subscribe(ready, self._book_params())
         return out

@@ -88,6 +88,11 @@ class Reconnect:
     """Close this connection and open a fresh one (e.g. the venue announced a shutdown)."""
 
     reason: str
+    planned: bool = False
+    """``True`` when the connection is healthy but must be replaced (the venue announced a
+    shutdown or an upgrade): the shell opens the new connection, with a new codec, before
+    it closes this one (make-before-break). ``False`` (an error this connection cannot
+    mend): this one is closed first, then reopened."""
 
 
 Action = SendFrame | FetchSnapshot | Reconnect
@@ -194,8 +199,9 @@ class Codec(abc.ABC):
 
         Returns the ``book_resync`` status (and any events) and queues the actions that get
         the snapshot. Until that snapshot is published, the codec publishes no delta of
-        that book. A symbol without a book on this connection is ignored. This default
-        reopens the whole connection; venue codecs do better.
+        that book. Asked again while that snapshot is awaited, it reports the status and
+        asks the venue for nothing more. A symbol without a book on this connection is
+        ignored. This default reopens the whole connection; venue codecs do better.
         """
         self._actions.append(Reconnect(f"resync of {symbol} asked for: {reason}"))
         return []
@@ -203,8 +209,9 @@ class Codec(abc.ABC):
     @property
     def synced(self) -> bool:
         """Whether every book on this connection has been built from its snapshot (true for
-        a connection without books). A planned reconnect opens the new connection, waits
-        for this, then closes the old one."""
+        a connection without books; a book the venue refused to subscribe does not count).
+        A planned reconnect opens the new connection, waits for this, then closes the old
+        one."""
         return True
 
     # -- status events -------------------------------------------------------------------------

@@ -415,6 +415,86 @@ def test_reconnect_resets_books() -> None:
     assert codec.counters.stale_deltas_dropped == 1
 
 
+def test_resync_resubscribes_that_symbol_until_its_reset() -> None:
+    # The documented BTC/USD book (with "r":true); updates built in the same shape.
+    [reset] = [f.text for f in recording().received if '"T":"o"' in f.text]
+    codec = crypto_codec(sub("BTC/USD", CRYPTO_TYPES), sub("ETH/USD", CRYPTO_TYPES))
+    assert not codec.synced
+    assert [type(e) for e in codec.receive(reset, 1)] == [BookSnapshot, VenueStatus]
+    assert not codec.synced  # ETH/USD has no reset yet
+    codec.receive(book_msg([(10, 1)], [(11, 1)], reset=True, symbol="ETH/USD"), 2)
+    assert codec.synced
+    [before] = codec.receive(book_msg([(27480, 1)], []), 3)
+    assert isinstance(before, BookDelta)
+
+    [status] = codec.resync("BTC-USD", "consumer missed a delta", 4)
+    assert (status.kind, status.symbol, status.native_symbol, status.ts_recv) == (
+        "book_resync",
+        "BTC-USD",
+        "BTC/USD",
+        4,
+    )
+    assert "consumer missed a delta" in status.detail
+    assert codec.counters.book_resyncs == 1
+    assert codec.actions() == [
+        SendFrame('{"action":"unsubscribe","orderbooks":["BTC/USD"]}'),
+        SendFrame('{"action":"subscribe","orderbooks":["BTC/USD"]}'),
+    ]
+    assert not codec.synced
+    # Asked again while the reset is awaited: the status, no second request.
+    [again] = codec.resync("BTC-USD", "another lost delta", 4)
+    assert again.kind == "book_resync" and "awaited already" in again.detail
+    assert codec.actions() == [] and codec.counters.book_resyncs == 2
+
+    # Until the fresh reset: BTC/USD updates dropped, ETH/USD unaffected.
+    assert codec.receive(book_msg([(27481, 1)], []), 5) == []
+    assert codec.counters.stale_deltas_dropped == 1
+    [eth] = codec.receive(book_msg([(10, 2)], [], symbol="ETH/USD"), 6)
+    assert isinstance(eth, BookDelta) and eth.symbol == "ETH-USD"
+    assert not codec.synced
+
+    out = codec.receive(reset, 7)  # the resubscription's first message
+    assert [type(e) for e in out] == [BookSnapshot, VenueStatus]
+    snapshot = out[0]
+    assert isinstance(snapshot, BookSnapshot) and snapshot.sequence > before.sequence
+    assert statuses(out)[0].kind == "book_synced"
+    assert codec.synced
+    [after] = codec.receive(book_msg([(27480, 2)], []), 8)
+    assert isinstance(after, BookDelta) and after.prev_sequence == snapshot.sequence
+
+
+def test_resync_before_authentication_sends_nothing() -> None:
+    [codec] = ADAPTER.make_codecs(
+        "alpaca", [sub("BTC/USD", CRYPTO_TYPES)], ENDPOINTS, credentials=CREDS
+    )
+    codec.connected(0)
+    codec.actions()  # the auth frame
+    [status] = codec.resync("BTC-USD", "early", 1)
+    assert status.kind == "book_resync" and "early" in status.detail
+    assert codec.actions() == []  # subscribing waits for the authentication
+    codec.receive('[{"T":"success","msg":"authenticated"}]', 2)
+    [subscribe] = codec.actions()
+    assert isinstance(subscribe, SendFrame)
+    assert json.loads(subscribe.text)["orderbooks"] == ["BTC/USD"]
+
+
+def test_resync_without_book_is_a_no_op() -> None:
+    crypto, stocks = codecs()
+    for codec in (crypto, stocks):
+        codec.connected(0)
+        codec.actions()
+        codec.receive('[{"T":"success","msg":"authenticated"}]', 0)
+        codec.actions()
+    assert stocks.synced  # stocks have no books
+    assert not crypto.synced  # BTC/USD's book waits for its reset
+    for symbol in ("AMD-USD", "ETH-USD", "SOL-USD", "BTC/USD"):
+        assert crypto.resync(symbol, "test", 1) == []
+        assert stocks.resync(symbol, "test", 1) == []
+    assert stocks.resync("BTC-USD", "test", 1) == []  # not on the stock connection
+    assert crypto.actions() == [] and stocks.actions() == []
+    assert crypto.counters.book_resyncs == stocks.counters.book_resyncs == 0
+
+
 def test_batched_messages_and_one_bad_element() -> None:
     codec = crypto_codec(sub("BTC/USD", CRYPTO_TYPES))
     frame = (

@@ -310,6 +310,89 @@ def test_reconnect_resets_sequence_and_books() -> None:
     assert isinstance(out[0], BookSnapshot)
 
 
+# ---------------------------------------------------------------------------------------------
+# Resync asked for by downstream (Codec.resync) and Codec.synced
+
+
+def l2(text: str, product: str, seq: int, timestamp: str | None = None) -> str:
+    """A fixture ``l2_data`` frame for ``product``, numbered ``seq`` on the connection."""
+    msg = json.loads(with_seq(text, seq, timestamp))
+    for event in msg["events"]:
+        event["product_id"] = product
+    return json.dumps(msg)
+
+
+def test_resync_resubscribes_that_product_until_its_snapshot() -> None:
+    codec = new_codec(natives=("BTC-USD", "ETH-USD"))
+    snapshot, update = fixture("l2_data"), l2_update_fixture()
+    assert not codec.synced
+    codec.receive(l2(snapshot, "BTC-USD", 0), 1)
+    assert not codec.synced  # ETH-USD has no snapshot yet
+    codec.receive(l2(snapshot, "ETH-USD", 1), 2)
+    assert codec.synced
+    [before] = codec.receive(l2(update, "BTC-USD", 2), 3)
+    assert isinstance(before, BookDelta)
+
+    [status] = codec.resync("BTC-USD", "consumer missed a delta", 4)
+    assert (status.kind, status.symbol, status.native_symbol, status.ts_recv) == (
+        "book_resync",
+        "BTC-USD",
+        "BTC-USD",
+        4,
+    )
+    assert "consumer missed a delta" in status.detail
+    assert sent(codec) == [
+        {"type": "unsubscribe", "product_ids": ["BTC-USD"], "channel": "level2"},
+        {"type": "subscribe", "product_ids": ["BTC-USD"], "channel": "level2"},
+    ]
+    assert not codec.synced
+    assert not codec._products["BTC-USD"].book.bids
+    # Asked again while the snapshot is awaited: the status, no second request.
+    [again] = codec.resync("BTC-USD", "another lost delta", 4)
+    assert again.kind == "book_resync" and "awaited already" in again.detail
+    assert codec.actions() == []
+
+    # No BTC-USD delta until its snapshot; ETH-USD flows on.
+    assert codec.receive(l2(update, "BTC-USD", 3), 5) == []
+    assert codec.counters.stale_deltas_dropped == 1
+    [eth] = codec.receive(l2(update, "ETH-USD", 4), 6)
+    assert isinstance(eth, BookDelta) and eth.symbol == "ETH-USD"
+
+    out = codec.receive(l2(snapshot, "BTC-USD", 5, "2026-04-07T14:30:05Z"), 7)
+    assert isinstance(out[0], BookSnapshot) and out[0].symbol == "BTC-USD"
+    assert [(s.kind, s.symbol) for s in statuses(out)] == [("book_synced", "BTC-USD")]
+    assert out[0].sequence > before.sequence
+    assert codec.synced
+    [after] = codec.receive(l2(update, "BTC-USD", 6, "2026-04-07T14:30:06Z"), 8)
+    assert isinstance(after, BookDelta) and after.prev_sequence == out[0].sequence
+    c = codec.counters
+    assert (c.book_resyncs, c.book_gaps, c.parse_errors) == (2, 0, 0)
+
+
+def test_resync_of_a_product_without_book_is_a_no_op() -> None:
+    subs = [
+        *subscriptions(("BTC-USD",)),
+        *subscriptions(("ETH-USD",), frozenset({DataType.TICKER})),
+    ]
+    [codec] = ADAPTER.make_codecs("coinbase", subs, ENDPOINTS)
+    codec.connected(0)
+    codec.actions()
+    codec.receive(fixture("l2_data"), 1)
+    assert codec.synced
+    for symbol in ("ETH-USD", "SOL-USD", "btc-usd"):
+        assert codec.resync(symbol, "test", 2) == []
+    assert codec.actions() == []
+    assert codec.counters.book_resyncs == 0 and codec.synced
+    [delta] = codec.receive(l2_update_fixture(), 3)
+    assert isinstance(delta, BookDelta)
+
+
+def test_synced_without_books() -> None:
+    codec = new_codec(types=frozenset({DataType.TRADE}))
+    assert codec.synced
+    assert codec.resync("BTC-USD", "test", 1) == [] and codec.actions() == []
+
+
 def test_fixture_shapes() -> None:
     """Every nautilus fixture decodes (each on a fresh connection: their sequence_nums are
     per fixture, not one session's)."""

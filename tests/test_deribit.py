@@ -500,6 +500,124 @@ def test_reconnect_resets_books_and_request_ids() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Resync asked for by downstream (Codec.resync) and Codec.synced
+
+
+def test_resync_resubscribes_that_book_until_its_snapshot() -> None:
+    frames = options().received
+    target = "BTC-24SEP21-8000-P"
+
+    def is_book(i: int, native: str) -> bool:
+        return f'"channel":"book.{native}.raw"' in frames[i].text
+
+    snapshot_at = next(i for i in range(len(frames)) if is_book(i, target))
+    first_change, second_change = [i for i in range(len(frames)) if is_book(i, target)][1:3]
+    codec = options_codec()
+    assert not codec.synced
+    last_snapshot = max(i for i, f in enumerate(frames) if '"type":"snapshot"' in f.text)
+    assert snapshot_at < last_snapshot < first_change
+    events: list[MarketEvent] = []
+    synced = []
+    for frame in frames[: first_change + 1]:
+        events += codec.receive(frame.text, frame.ts)
+        synced.append(codec.synced)
+    # False until the last of the ten books has its snapshot.
+    assert synced == [False] * last_snapshot + [True] * (first_change + 1 - last_snapshot)
+    before = book_events(events, target)
+    assert [type(e) for e in before] == [BookSnapshot, BookDelta]
+
+    [status] = codec.resync(target, "consumer missed a delta", 7)
+    assert (status.kind, status.symbol, status.native_symbol, status.ts_recv) == (
+        "book_resync",
+        target,
+        target,
+        7,
+    )
+    assert "consumer missed a delta" in status.detail
+    assert codec.counters.book_resyncs == 1
+    channel = f"book.{target}.100ms"
+    assert codec.actions() == [
+        SendFrame(
+            '{"jsonrpc":"2.0","id":3,"method":"public/unsubscribe",'
+            f'"params":{{"channels":["{channel}"]}}}}'
+        ),
+        SendFrame(
+            '{"jsonrpc":"2.0","id":4,"method":"public/subscribe",'
+            f'"params":{{"channels":["{channel}"]}}}}'
+        ),
+    ]
+    assert not codec.synced
+    # Asked again while the snapshot is awaited: the status, no second request.
+    [again] = codec.resync(target, "another lost delta", 8)
+    assert again.kind == "book_resync" and "awaited already" in again.detail
+    assert codec.actions() == []
+
+    # The target's changes are dropped until a snapshot; the other books go on.
+    rest: list[MarketEvent] = []
+    for frame in frames[first_change + 1 :]:
+        rest += codec.receive(frame.text, frame.ts)
+    assert book_events(rest, target) == []
+    later = [i for i in range(first_change + 1, len(frames)) if is_book(i, target)]
+    assert codec.counters.stale_deltas_dropped == len(later)
+    others = [e for e in rest if isinstance(e, BookDelta)]
+    assert others and all(e.native_symbol != target for e in others)
+    assert statuses(rest) == []  # in particular no gap on the other books
+    assert not codec.synced
+
+    # The venue accepts the subscription; the capture's own snapshot and changes of the
+    # target play its notifications, and the book is back.
+    answer = {"jsonrpc": "2.0", "id": 4, "result": [channel]}
+    assert codec.receive(json.dumps(answer), 8) == []
+    resumed: list[MarketEvent] = []
+    for i in (snapshot_at, first_change, second_change):
+        resumed += codec.receive(frames[i].text, frames[i].ts)
+    published = book_events(resumed, target)
+    assert [type(e) for e in published] == [BookSnapshot, BookDelta, BookDelta]
+    assert [(s.kind, s.symbol) for s in statuses(resumed)] == [("book_synced", target)]
+    snapshot, delta = published[0], published[1]
+    assert isinstance(delta, BookDelta) and delta.prev_sequence == snapshot.sequence
+    assert codec.synced
+    c = codec.counters
+    assert (c.book_resyncs, c.book_gaps, c.parse_errors) == (2, 0, 0)
+
+
+def test_resync_without_book_is_a_no_op() -> None:
+    subs = [
+        Subscription("BTC-PERPETUAL", "BTC-USD-PERP", ALL_TYPES),
+        Subscription("ETH-PERPETUAL", "ETH-USD-PERP", frozenset({DataType.TRADE})),
+    ]
+    codec = new_codec(subs)
+    assert not codec.synced
+    for symbol in ("ETH-USD-PERP", "SOL-USD-PERP", "BTC-PERPETUAL"):
+        assert codec.resync(symbol, "test", 1) == []
+    assert codec.actions() == [] and codec.counters.book_resyncs == 0
+    # The venue leaves the book channel out of its answer: no book on this connection.
+    answer = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "result": [
+            "ticker.BTC-PERPETUAL.100ms",
+            "trades.BTC-PERPETUAL.100ms",
+            "trades.ETH-PERPETUAL.100ms",
+        ],
+    }
+    [status] = codec.receive(json.dumps(answer), 2)
+    assert status.kind == "unknown_symbol" and "book.BTC-PERPETUAL.100ms" in status.detail
+    assert codec.synced
+    assert codec.resync("BTC-USD-PERP", "test", 3) == [] and codec.actions() == []
+    # A new connection subscribes it again, and waits for it.
+    codec.connected(4)
+    codec.actions()
+    assert not codec.synced
+
+
+def test_synced_without_books() -> None:
+    codec = perp_codec(frozenset({DataType.TRADE, DataType.TICKER}))
+    assert codec.synced
+    assert codec.resync("BTC-USD-PERP", "test", 1) == [] and codec.actions() == []
+
+
+# ---------------------------------------------------------------------------------------------
 # Trades and liquidations
 
 

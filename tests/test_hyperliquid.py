@@ -367,6 +367,58 @@ def test_stale_and_repeated_snapshots_are_dropped() -> None:
     assert [type(e) for e in out] == [BookSnapshot, VenueStatus]
 
 
+def test_resync_waits_for_the_next_snapshot_without_sending() -> None:
+    # The capture's two real BTC books (the third, the wrapped fixture, is older).
+    books = [f.text for f in recording().received if json.loads(f.text)["channel"] == "l2Book"]
+    first, second = books[:2]
+    codec = new_codec(natives=("BTC", "ETH"))
+    assert not codec.synced
+    assert [type(e) for e in codec.receive(first, 1)] == [BookSnapshot, VenueStatus]
+    assert not codec.synced  # ETH has no book yet
+    codec.receive(book_frame("ETH", 10, [("10", "1")], [("11", "1")]), 2)
+    assert codec.synced
+
+    [status] = codec.resync("BTC-USDC-PERP", "consumer missed a snapshot", 3)
+    assert (status.kind, status.symbol, status.native_symbol, status.ts_recv) == (
+        "book_resync",
+        "BTC-USDC-PERP",
+        "BTC",
+        3,
+    )
+    assert "consumer missed a snapshot" in status.detail
+    assert codec.counters.book_resyncs == 1
+    assert codec.actions() == []  # every l2Book message is a full snapshot
+    assert not codec.synced
+    assert not codec._coins["BTC"].book.bids
+
+    # ETH goes on; the same BTC book again is no fresh one; the next one restores the book.
+    [eth] = codec.receive(book_frame("ETH", 11, [("10", "2")], [("11", "1")]), 4)
+    assert isinstance(eth, BookSnapshot) and eth.symbol == "ETH-USDC-PERP"
+    assert codec.receive(first, 5) == []
+    assert not codec.synced
+    out = codec.receive(second, 6)
+    assert [type(e) for e in out] == [BookSnapshot, VenueStatus]
+    snapshot = out[0]
+    assert isinstance(snapshot, BookSnapshot) and snapshot.symbol == "BTC-USDC-PERP"
+    assert snapshot.sequence == json.loads(second)["data"]["time"]
+    assert statuses(out)[0].kind == "book_synced"
+    assert codec.synced
+    assert len(codec._coins["BTC"].book.bids) == len(snapshot.bids) == 20
+
+
+def test_resync_without_book_is_a_no_op() -> None:
+    codec = new_codec(natives=("BTC",), types=frozenset({DataType.TRADE}))
+    assert codec.synced  # no books on this connection
+    for symbol in ("BTC-USDC-PERP", "ETH-USDC-PERP", "BTC"):
+        assert codec.resync(symbol, "test", 1) == []
+    assert codec.actions() == [] and codec.counters.book_resyncs == 0
+    codec = new_codec()
+    codec.receive(book_frame("BTC", 10, [("100", "1")], [("101", "1")]), 1)
+    assert codec.resync("ETH-USDC-PERP", "test", 2) == [] and codec.synced
+    [snap] = codec.receive(book_frame("BTC", 11, [("100", "2")], [("101", "1")]), 3)
+    assert isinstance(snap, BookSnapshot)  # no second book_synced: BTC was never resynced
+
+
 def test_empty_side_and_one_sided_book() -> None:
     codec = new_codec()
     [snap, _] = codec.receive(book_frame("BTC", 10, [("100", "1")], []), 1)

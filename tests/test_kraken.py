@@ -374,6 +374,113 @@ def test_unknown_precision_publishes_unverified() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Resync asked for by downstream (Codec.resync) and Codec.synced
+
+
+def test_resync_resubscribes_that_pair_until_its_snapshot() -> None:
+    codec = new_codec()
+    btc = frames("book_repeated_snapshot.jsonl")  # BTC/USD: snapshot at 3 and at 8
+    doge = frames("book_thin_then_deep.jsonl")  # DOGE/USDT: snapshots at 3, 4
+    assert not codec.synced  # the books wait for the instrument snapshot
+    feed(codec, btc[:4])
+    codec.actions()  # the book subscription the instrument frame released (req_id 4)
+    assert not codec.synced  # DOGE/USDT has no snapshot yet
+    feed(codec, doge[3:5])
+    assert codec.synced
+    [delta] = feed(codec, btc[4:5])
+    assert isinstance(delta, BookDelta) and delta.symbol == "BTC-USD"
+
+    out = codec.resync("BTC-USD", "consumer missed a delta", 7)
+    [status] = out
+    assert (status.kind, status.symbol, status.native_symbol, status.ts_recv) == (
+        "book_resync",
+        "BTC-USD",
+        "BTC/USD",
+        7,
+    )
+    assert "consumer missed a delta" in status.detail
+    assert codec.counters.book_resyncs == 1
+    assert sent(codec) == [
+        {
+            "method": "unsubscribe",
+            "params": {"channel": "book", "symbol": ["BTC/USD"], "depth": 10},
+            "req_id": 5,
+        },
+        {
+            "method": "subscribe",
+            "params": {"channel": "book", "depth": 10, "snapshot": True, "symbol": ["BTC/USD"]},
+            "req_id": 6,
+        },
+    ]
+    assert not codec.synced
+    assert not codec._symbols["BTC/USD"].book.bids  # the state is dropped
+    # Asked again while the snapshot is awaited: the status, no second request.
+    [again] = codec.resync("BTC-USD", "another lost delta", 8)
+    assert again.kind == "book_resync" and "awaited already" in again.detail
+    assert codec.actions() == []
+
+    # BTC/USD updates before the new snapshot are dropped; DOGE/USDT flows on.
+    assert book_events(feed(codec, btc[5:8])) == []
+    assert codec.counters.stale_deltas_dropped == 3
+    [doge_delta] = feed(codec, doge[5:6])
+    assert isinstance(doge_delta, BookDelta) and doge_delta.symbol == "DOGE-USDT"
+    assert not codec.synced
+
+    # The capture's repeated snapshot plays the resubscribe's answer.
+    after = feed(codec, btc[8:])
+    published = book_events(after)
+    assert [type(e) for e in published] == [BookSnapshot, BookDelta, BookDelta, BookDelta]
+    snapshot, first = published[0], published[1]
+    assert isinstance(first, BookDelta)
+    assert snapshot.sequence > delta.sequence and first.prev_sequence == snapshot.sequence
+    assert [(s.kind, s.symbol) for s in statuses(after)] == [("book_synced", "BTC-USD")]
+    assert codec.synced
+    c = codec.counters
+    assert (c.book_resyncs, c.checksum_failures, c.parse_errors) == (2, 0, 0)
+
+
+def test_resync_of_a_pair_without_book_is_a_no_op() -> None:
+    subs = [
+        *subscriptions(["BTC/USD", "XXX/USD"]),
+        *subscriptions(["ETH/USD"], frozenset({DataType.TRADE})),
+    ]
+    [codec] = ADAPTER.make_codecs("kraken", subs, ENDPOINTS)
+    codec.connected(0)
+    codec.actions()
+    # XXX/USD is not in the instrument snapshot: its book is never subscribed.
+    codec.receive(instrument_frame({"BTC/USD": PRECISION["BTC/USD"]}), 1)
+    assert [r["params"]["symbol"] for r in sent(codec)] == [["BTC/USD"]]
+    assert not codec.synced
+    feed(codec, frames("book_repeated_snapshot.jsonl")[3:5])
+    assert codec.synced  # XXX/USD has no book here, so it is not waited for
+    for symbol in ("XXX-USD", "ETH-USD", "SOL-USD", "BTC/USD"):
+        assert codec.resync(symbol, "test", 2) == []
+    assert codec.actions() == []
+    assert codec.counters.book_resyncs == 0
+    assert codec.synced
+    # BTC/USD is untouched: its next update is published.
+    [delta] = feed(codec, frames("book_repeated_snapshot.jsonl")[5:6])
+    assert isinstance(delta, BookDelta)
+
+
+def test_resync_before_the_book_subscription_sends_nothing() -> None:
+    codec = new_codec()
+    [status] = codec.resync("BTC-USD", "early", 1)
+    assert status.kind == "book_resync" and "early" in status.detail
+    assert codec.actions() == []  # the pending book subscription will bring the snapshot
+    feed(codec, frames("book_repeated_snapshot.jsonl")[:2])
+    [books] = sent(codec)
+    assert books["params"] == {
+        "channel": "book",
+        "depth": 10,
+        "snapshot": True,
+        "symbol": ["BTC/USD", "DOGE/USDT"],
+    }
+    events = feed(codec, frames("book_repeated_snapshot.jsonl")[2:5])
+    assert [type(e) for e in book_events(events)] == [BookSnapshot, BookDelta]
+
+
+# ---------------------------------------------------------------------------------------------
 # Trades, tickers, control frames
 
 
