@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Iterable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -127,7 +127,17 @@ IDLE: Final = 0  # no diff seen since connect: nothing buffered, no snapshot ask
 BUFFERING: Final = 1  # diffs buffered, a snapshot asked for (or about to be re-asked)
 SYNCED: Final = 2  # snapshot applied; diffs are checked, applied and published
 
-D = TypeVar("D")
+
+class Diff(Protocol):
+    """What the shared code reads of a market's decoded depth diff."""
+
+    @property
+    def last_id(self) -> int:
+        """The diff's final update id ``u``."""
+        ...
+
+
+D = TypeVar("D", bound=Diff)
 """A market's decoded depth diff."""
 
 
@@ -154,6 +164,7 @@ class DepthState(Generic[D]):
         "from_snapshot",
         "native",
         "phase",
+        "seen_id",
         "snapshot_url",
         "stream",
         "symbol",
@@ -178,6 +189,10 @@ class DepthState(Generic[D]):
         """The ``u`` of the last applied diff, or the snapshot's ``lastUpdateId``."""
         self.from_snapshot = False
         """No diff applied since the snapshot: the next one must bridge ``lastUpdateId``."""
+        self.seen_id = 0
+        """After :meth:`~BinanceStreamCodec.resync`, which empties the buffer: the ``u`` of
+        the last diff seen before it (0 if none). The next diff follows it, so a snapshot
+        that arrives before any diff is buffered and is older than this cannot bridge."""
 
     def streams(self) -> list[str]:
         """The stream names to subscribe for this symbol."""
@@ -191,6 +206,7 @@ class DepthState(Generic[D]):
         self.fetching = False
         self.book_id = 0
         self.from_snapshot = False
+        self.seen_id = 0
 
 
 S = TypeVar("S", bound=DepthState[Any])
@@ -209,6 +225,8 @@ class BinanceStreamCodec(Codec, Generic[S]):
     a new FetchSnapshot, unless one is still outstanding: its answer is checked against
     the buffer on arrival like any other. A snapshot body that is a venue error or
     unreadable is reported as ``venue_error`` / ``parse_error`` and fetched again.
+    :meth:`resync` restarts one symbol's sync from outside the same way, with an empty
+    buffer; :attr:`synced` tells whether every book is past its snapshot.
     """
 
     max_lifetime = 23.5 * 3600  # Binance closes every connection at 24 h
@@ -323,6 +341,52 @@ class BinanceStreamCodec(Codec, Generic[S]):
     def _fetch(self, state: S) -> None:
         state.fetching = True
         self._actions.append(FetchSnapshot(key=state.native, url=state.snapshot_url))
+
+    def resync(self, symbol: str, reason: str, recv_ns: int) -> list[MarketEvent]:
+        """Rebuild the book of canonical ``symbol`` from a new REST snapshot, as after a gap.
+
+        The book and its buffered diffs are dropped, a ``book_resync`` status is returned and
+        a FetchSnapshot is queued (unless one is still outstanding: its answer is checked on
+        arrival like any other). Diffs from now on are buffered until the snapshot arrives,
+        then bridged to it by the market's rules; no delta of the book is published before
+        that snapshot. Should the snapshot arrive before any diff, it is published alone and
+        the next live diff must bridge it; one the next diff cannot bridge (older than the
+        last diff seen before this call) is dropped, and the next diff asks again. The
+        symbol's trades and tickers, and other symbols, are untouched; a symbol without a
+        book on this connection is ignored.
+        """
+        self._now_ns = recv_ns
+        out: list[MarketEvent] = []
+        for state in self._by_native.values():
+            if state.symbol != symbol or not state.depth:
+                continue
+            if state.buffer:
+                state.seen_id = state.buffer[-1].diff.last_id
+            elif state.phase == SYNCED:
+                state.seen_id = state.book_id
+            out.append(self._book_resync(state, f"resync asked for: {reason}", recv_ns))
+            state.book.clear()
+            state.buffer = []
+            state.phase = BUFFERING
+            state.from_snapshot = False
+            if not state.fetching:
+                self._fetch(state)
+        return out
+
+    def _unbridgeable(self, state: S, detail: str, recv_ns: int) -> VenueStatus:
+        """A snapshot that came before any diff was buffered (after :meth:`resync`) and that
+        the next diff cannot bridge: drop it, and wait as after connecting for the next
+        diff, which asks for a new one (asking at once could get the same answer again and
+        again: a quiet book's stays where it is)."""
+        state.phase = IDLE
+        detail = f"{detail} u={state.seen_id}; asking again at the next diff"
+        return self._book_resync(state, detail, recv_ns)
+
+    @property
+    def synced(self) -> bool:
+        """Whether every book on this connection is built from a snapshot fetched since
+        :meth:`connected` (its symbol is past step 2 and no resync is under way)."""
+        return all(s.phase == SYNCED for s in self._by_native.values() if s.depth)
 
     # -- snapshots ----------------------------------------------------------------------------
 

@@ -231,6 +231,16 @@ class BinanceCodec(BinanceStreamCodec[_Symbol]):
     FetchSnapshot, unless one is still outstanding (see
     :class:`~adapters._binance.BinanceStreamCodec`).
 
+    **Resync from outside** (:meth:`~adapters._binance.BinanceStreamCodec.resync`): the
+    symbol's book and buffer are dropped and it restarts at step 1 with a FetchSnapshot
+    queued at once (``book_resync``). A snapshot that comes back before any diff is
+    buffered is published alone, and the first live diff must bridge it by step 3; unless
+    it is older than the last diff seen before the resync (``lastUpdateId < u``), which the
+    next diff (``U = u + 1``) could not bridge: then it is dropped, and the next diff starts
+    step 1 again (no refetch loop on a quiet book).
+    :attr:`~adapters._binance.BinanceStreamCodec.synced` is true while every book is past
+    step 2.
+
     **Other frames.** ``{"result": null, "id": n}`` acks are dropped; ``{"code", "msg"}``
     errors (bare or under ``"error"``) become ``venue_error`` statuses; ``serverShutdown``
     (bare or as the ``!serverShutdown`` stream) becomes a ``server_shutdown`` status and a
@@ -438,7 +448,15 @@ class BinanceCodec(BinanceStreamCodec[_Symbol]):
         out: list[MarketEvent] = []
         last_id = snapshot.last_update_id
         buffered = state.buffer
-        first_id = buffered[0].diff.first_id
+        if not buffered:
+            # Right after resync(), before any diff: the next diff follows the last one seen
+            # (U = seen u + 1) and must bridge this snapshot by step 3.
+            if last_id < state.seen_id:
+                detail = f"snapshot lastUpdateId={last_id} older than the last diff seen"
+                return [self._unbridgeable(state, detail, recv_ns)]
+            first_id = last_id + 1
+        else:
+            first_id = buffered[0].diff.first_id
         if last_id + 1 < first_id:
             detail = (
                 f"snapshot lastUpdateId={last_id} older than first buffered U={first_id}; "

@@ -376,6 +376,17 @@ class BinanceUsdmCodec(BinanceStreamCodec[_Symbol]):
     outstanding (see :class:`~adapters._binance.BinanceStreamCodec`). USD-M has no book
     checksum.
 
+    **Resync from outside** (:meth:`~adapters._binance.BinanceStreamCodec.resync`): the
+    symbol's book and buffer are dropped and it restarts at step 1 with a FetchSnapshot
+    queued at once (``book_resync``). A snapshot that comes back before any diff is
+    buffered is published alone, and the first live diff must straddle it by step 3;
+    unless it is not past the last diff seen before the resync (``lastUpdateId <= u``),
+    which the next diff (``U > u``) could not straddle: then it is dropped, and the next
+    diff starts step 1 again (a quiet book's REST answer stays at that ``u``: no refetch
+    loop).
+    :attr:`~adapters._binance.BinanceStreamCodec.synced` is true while every book on the
+    connection is past step 2 (always, on a ``/market`` connection).
+
     **Other frames.** ``{"result": null, "id": n}`` acks are dropped; ``{"code", "msg"}``
     errors (bare or under ``"error"``) become ``venue_error`` statuses; ``serverShutdown``
     (documented for spot; accepted here too, bare or as ``!serverShutdown``) becomes a
@@ -689,6 +700,11 @@ class BinanceUsdmCodec(BinanceStreamCodec[_Symbol]):
             out.append(self._book_resync(state, detail, recv_ns))
             self._fetch(state)
             return out
+        if not buffered and last_id <= state.seen_id:
+            # Right after resync(), before any diff: the next diff follows the last one seen
+            # (its U > seen u), so it could not straddle this snapshot.
+            detail = f"snapshot lastUpdateId={last_id} not past the last diff seen"
+            return [self._unbridgeable(state, detail, recv_ns)]
         book = state.book
         book.apply_snapshot(snapshot.book_bids, snapshot.book_asks)
         if book.is_crossed():

@@ -361,7 +361,8 @@ class BitgetCodec(Codec):
     4. Resync: the instrument's book is dropped, nothing is published for it until the next
        snapshot, and ``unsubscribe`` + ``subscribe`` of its ``books`` channel are queued;
        updates still in flight meanwhile are dropped (``counters.stale_deltas_dropped``).
-       Other instruments are unaffected.
+       Other instruments are unaffected. :meth:`resync` starts the same from outside;
+       :attr:`synced` is true while every book is past its snapshot.
 
     **Other frames.** ``pong`` and subscribe/unsubscribe acks are dropped, ``event: error``
     becomes ``venue_error``; pushes for instruments or channels not subscribed here are
@@ -614,6 +615,36 @@ class BitgetCodec(Codec):
             self._resync(state, f"book crossed at seq={msg.seq}: {crossing}", recv_ns, out)
             return False
         return True
+
+    def resync(self, symbol: str, reason: str, recv_ns: int) -> list[MarketEvent]:
+        """Rebuild the book of canonical ``symbol`` from a fresh WS snapshot, as after a gap
+        (step 4): a ``book_resync`` status, the book is dropped, and an ``unsubscribe`` then
+        a ``subscribe`` of its ``books`` channel only are queued; updates are dropped until
+        the snapshot that answers them. A book still waiting for its snapshot (after
+        connecting or an earlier resync) gets the status but no second request. The
+        instrument's trades and ticker, and other instruments, are untouched; a symbol
+        without a book on this connection is ignored.
+        """
+        out: list[MarketEvent] = []
+        for state in self._symbols.values():
+            if state.symbol != symbol or DataType.L2_ORDERBOOK not in state.data_types:
+                continue
+            if state.synced:
+                self._resync(state, f"resync asked for: {reason}", recv_ns, out)
+            else:
+                detail = f"resync asked for: {reason}; its snapshot is awaited already"
+                out.append(self._book_resync(state, detail, recv_ns))
+        return out
+
+    @property
+    def synced(self) -> bool:
+        """Whether every book on this connection has had its snapshot since
+        :meth:`connected` and no resync is under way."""
+        return all(
+            state.synced
+            for state in self._symbols.values()
+            if DataType.L2_ORDERBOOK in state.data_types
+        )
 
     def _resync(self, state: _Symbol, detail: str, recv_ns: int, out: list[MarketEvent]) -> None:
         """Drop the instrument's book and resubscribe its ``books`` channel (new snapshot)."""

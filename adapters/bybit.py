@@ -455,6 +455,8 @@ class BybitCodec(Codec):
        message and the symbol resyncs as for a gap (``book_resync`` with the prices).
 
     Only the affected symbol resyncs; other books keep flowing. Bybit sends no checksum.
+    :meth:`resync` starts step 3's resubscription from outside; :attr:`synced` is true while
+    every book is past its snapshot.
 
     **Other frames.** Pongs and successful acks are dropped; a refused request becomes a
     ``venue_error`` status. Topics the codec did not subscribe (kline, other depths, other
@@ -727,6 +729,9 @@ class BybitCodec(Codec):
     def _snapshot(
         self, state: _Symbol, msg: _Book, ts_venue: int | None, recv_ns: int, out: list[MarketEvent]
     ) -> None:
+        # This snapshot answers any resubscription under way: should it be crossed, the
+        # resync below must resubscribe again, not wait for a snapshot that never comes.
+        state.resyncing = False
         book = state.book
         book.apply_snapshot(msg.book_bids, msg.book_asks)
         if book.is_crossed():
@@ -734,7 +739,6 @@ class BybitCodec(Codec):
             return
         was_synced = state.synced
         state.synced = True
-        state.resyncing = False
         state.last_u = msg.update_id
         out.append(
             BookSnapshot(
@@ -790,6 +794,32 @@ class BybitCodec(Codec):
                 asks=scale_levels(msg.asks, state.contract_size),
             )
         )
+
+    def resync(self, symbol: str, reason: str, recv_ns: int) -> list[MarketEvent]:
+        """Rebuild the book of canonical ``symbol`` from a fresh WS snapshot, as after a gap
+        (step 3): a ``book_resync`` status, the book is dropped, and an ``unsubscribe`` then
+        a ``subscribe`` of its ``orderbook`` topic only are queued; deltas are dropped until
+        the snapshot that answers them. A book still waiting for its snapshot (after
+        connecting or an earlier resync) gets the status but no second request. The
+        symbol's other topics and other symbols are untouched; a symbol without a book on
+        this connection is ignored.
+        """
+        out: list[MarketEvent] = []
+        for state in self._symbols.values():
+            if state.symbol != symbol or not state.l2:
+                continue
+            if state.synced:
+                self._resync(state, recv_ns, out, f"resync asked for: {reason}")
+            else:
+                detail = f"resync asked for: {reason}; its snapshot is awaited already"
+                out.append(self._book_resync(state, detail, recv_ns))
+        return out
+
+    @property
+    def synced(self) -> bool:
+        """Whether every book on this connection has had its snapshot since
+        :meth:`connected` and no resync is under way."""
+        return all(state.synced for state in self._symbols.values() if state.l2)
 
     def _resync(self, state: _Symbol, recv_ns: int, out: list[MarketEvent], detail: str) -> None:
         """Drop the symbol's book and resubscribe its book topic to get a fresh snapshot."""

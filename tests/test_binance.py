@@ -627,6 +627,210 @@ def test_reconnect_resets_books() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Resync asked for from outside (Codec.resync) and Codec.synced
+
+
+def snapshot_at(native: str, u: int) -> str:
+    """A REST depth body as the venue would give it at update ``u``: the recorded snapshot
+    plus the capture's diffs up to ``u``."""
+    book = reference_book(native, u)
+    return json.dumps(
+        {
+            "lastUpdateId": u,
+            "bids": [[str(p), str(q)] for p, q in book.sorted_bids()],
+            "asks": [[str(p), str(q)] for p, q in book.sorted_asks()],
+        }
+    )
+
+
+def synced_midway() -> tuple[BinanceCodec, Driver, list[Frame], int]:
+    """A codec fed the capture up to NKN's 61st diff, all four books synced; returns it, its
+    driver, the frames not fed yet and the ``u`` of the last NKN diff fed."""
+    frames = recording().received
+    nkn = [i for i, f in enumerate(frames) if payload(f)[0] == "nknusdt@depth@100ms"]
+    at = nkn[60]
+    codec = new_codec()
+    assert not codec.synced  # no book has its snapshot yet
+    driver = Driver(codec, answer_immediately=True)
+    driver.feed(frames[:at])
+    assert codec.synced
+    return codec, driver, list(frames[at:]), payload(frames[nkn[59]])[1]["u"]
+
+
+def test_resync_refetches_that_book_only() -> None:
+    codec, driver, rest, seen = synced_midway()
+    fetches_before = len(driver.fetches)
+    driver.answer_immediately = False
+
+    out = codec.resync("NKN-USDT", "consumer dropped l2d:123", rest[0].ts - 1)
+    [status] = out
+    assert (status.kind, status.symbol, status.native_symbol) == (
+        "book_resync",
+        "NKN-USDT",
+        "NKNUSDT",
+    )
+    assert "consumer dropped l2d:123" in status.detail
+    assert status.ts_recv == rest[0].ts - 1
+    assert codec.counters.book_resyncs == 1
+    [fetch] = codec.actions()
+    assert fetch == FetchSnapshot(key="NKNUSDT", url=snapshot_urls()["NKNUSDT"])
+    driver.fetches.append(fetch)
+    driver.pending.append(fetch)
+    assert not codec.synced
+
+    # Until the snapshot: NKN diffs are buffered, none published; NKN's tickers and trades
+    # and the other books go on.
+    cut = len(rest) // 2
+    held = driver.feed(rest[:cut])
+    assert book_events(held, "NKNUSDT") == []
+    others = [e for e in held if isinstance(e, BookDelta)]
+    assert others and all(e.native_symbol != "NKNUSDT" for e in others)
+    nkn_tickers = [e for e in held if isinstance(e, Ticker) and e.native_symbol == "NKNUSDT"]
+    assert len(nkn_tickers) == sum(payload(f)[0] == "nknusdt@bookTicker" for f in rest[:cut]) > 0
+    assert statuses(held) == []
+    assert not codec.synced
+
+    # The recorded snapshot is older than the first diff buffered since: fetched again.
+    old = driver.answer_all(rest[cut - 1].ts + 1)
+    assert [s.kind for s in statuses(old)] == ["book_resync"]
+    assert "older than first buffered" in statuses(old)[0].detail
+    assert book_events(old, "NKNUSDT") == [] and not codec.synced
+    assert [f.key for f in driver.pending] == ["NKNUSDT"]
+
+    # A snapshot at the third NKN diff since the resync bridges the buffer: it is published,
+    # then the buffered diffs after it, in one chain.
+    buffered = [payload(f)[1] for f in rest[:cut] if payload(f)[0] == "nknusdt@depth@100ms"]
+    assert buffered[0]["U"] == seen + 1
+    snap_u = buffered[2]["u"]
+    driver.bodies["NKNUSDT"] = snapshot_at("NKNUSDT", snap_u)
+    resumed = driver.answer_all(rest[cut - 1].ts + 2)
+    events = book_events(resumed, "NKNUSDT")
+    assert isinstance(events[0], BookSnapshot) and events[0].sequence == snap_u
+    assert [e.sequence for e in events[1:]] == [d["u"] for d in buffered[3:]]
+    assert statuses(resumed)[-1].kind == "book_synced"
+    assert codec.synced
+    assert len(driver.fetches) == fetches_before + 2
+
+    driver.answer_immediately = True
+    driver.feed(rest[cut:])
+    after = book_events(driver.events, "NKNUSDT")
+    after = after[after.index(events[0]) :]
+    prev = snap_u
+    for delta in after[1:]:
+        assert isinstance(delta, BookDelta) and delta.prev_sequence == prev
+        prev = delta.sequence
+    assert prev == depth_diffs()["NKNUSDT"][-1]["u"]
+    final = rebuild(after)
+    want = reference_book("NKNUSDT", prev)
+    assert final.sorted_bids() == want.sorted_bids()
+    assert final.sorted_asks() == want.sorted_asks()
+    c = codec.counters
+    assert (c.book_gaps, c.book_resyncs, c.parse_errors) == (0, 2, 0)
+    assert driver.other_actions == []
+
+
+def test_resync_snapshot_before_any_diff() -> None:
+    codec, driver, rest, seen = synced_midway()
+    [status] = codec.resync("NKN-USDT", "gap downstream", 1)
+    assert status.kind == "book_resync"
+    [fetch] = codec.actions()
+    assert isinstance(fetch, FetchSnapshot)
+    # The answer comes before any NKN diff: one taken at the last diff seen is published
+    # alone, and the next live diff (U = seen + 1) bridges it.
+    body = snapshot_at("NKNUSDT", seen).encode()
+    snapshot, synced = codec.snapshot_received("NKNUSDT", body, 3)
+    assert isinstance(snapshot, BookSnapshot) and snapshot.sequence == seen
+    assert isinstance(synced, VenueStatus) and synced.kind == "book_synced"
+    assert codec.synced
+    events = [snapshot, *book_events(driver.feed(rest), "NKNUSDT")]
+    # Every NKN diff since the resync is published, in one chain from the snapshot.
+    assert len(events) - 1 == sum(payload(f)[0] == "nknusdt@depth@100ms" for f in rest)
+    assert isinstance(events[1], BookDelta) and events[1].first_sequence == seen + 1
+    prev = seen
+    for delta in events[1:]:
+        assert isinstance(delta, BookDelta) and delta.prev_sequence == prev
+        prev = delta.sequence
+    final = rebuild(events)
+    want = reference_book("NKNUSDT", prev)
+    assert final.sorted_bids() == want.sorted_bids()
+    assert final.sorted_asks() == want.sorted_asks()
+    assert codec.counters.book_gaps == 0
+
+
+def test_resync_snapshot_before_any_diff_too_old() -> None:
+    codec, driver, rest, seen = synced_midway()
+    driver.answer_immediately = False
+    codec.resync("NKN-USDT", "gap downstream", 1)
+    [fetch] = codec.actions()
+    # The recorded snapshot comes back before any NKN diff and is older than the last diff
+    # seen: the next diff (U = seen + 1) could not bridge it. Dropped; no new request yet.
+    old = snapshot_bodies()["NKNUSDT"].encode()
+    [status] = codec.snapshot_received("NKNUSDT", old, 2)
+    assert status.kind == "book_resync"
+    assert f"older than the last diff seen u={seen}" in status.detail
+    assert codec.actions() == [] and not codec.synced
+    # The next NKN diff asks again, as after connecting; that answer bridges the buffer.
+    first = next(i for i, f in enumerate(rest) if payload(f)[0] == "nknusdt@depth@100ms")
+    held = driver.feed(rest[: first + 1])
+    assert book_events(held, "NKNUSDT") == []
+    assert driver.pending == [fetch]
+    diff = payload(rest[first])[1]
+    assert diff["U"] == seen + 1
+    driver.bodies["NKNUSDT"] = snapshot_at("NKNUSDT", seen)
+    snapshot, delta, synced = driver.answer_all(rest[first].ts + 1)
+    assert isinstance(snapshot, BookSnapshot) and snapshot.sequence == seen
+    assert isinstance(delta, BookDelta) and (delta.prev_sequence, delta.sequence) == (
+        seen,
+        diff["u"],
+    )
+    assert isinstance(synced, VenueStatus) and synced.kind == "book_synced"
+    assert codec.synced
+    assert codec.counters.book_gaps == 0
+
+
+def test_resync_of_unknown_or_bookless_symbol_is_a_no_op() -> None:
+    codec, _, _, _ = synced_midway()
+    before = (codec.counters.book_resyncs, codec.counters.stale_deltas_dropped)
+    assert codec.resync("BTC-USDT", "x", 1) == []
+    assert codec.resync("NKNUSDT", "x", 1) == []  # a native spelling is no canonical symbol
+    assert codec.actions() == []
+    assert (codec.counters.book_resyncs, codec.counters.stale_deltas_dropped) == before
+    assert codec.synced
+    # A connection without books: always synced, nothing to resync.
+    trades = new_codec(types=frozenset({DataType.TRADE, DataType.TICKER}))
+    assert trades.synced
+    assert trades.resync("NKN-USDT", "x", 1) == []
+    assert trades.actions() == []
+    Driver(trades, answer_immediately=True).feed(recording().received)
+    assert trades.synced and trades.counters.book_resyncs == 0
+
+
+def test_resync_while_a_snapshot_is_awaited() -> None:
+    codec = new_codec(symbols=["BLZETH"])
+    assert not codec.synced
+    # Before any diff: the book starts buffering and a snapshot is asked for at once.
+    [status] = codec.resync("BLZ-ETH", "x", 1)
+    assert status.kind == "book_resync"
+    [fetch] = codec.actions()
+    assert isinstance(fetch, FetchSnapshot) and fetch.key == "BLZETH"
+    assert codec.receive(depth_frame("BLZETH", 10, 12), 2) == []
+    # Again while that fetch is out: the buffer is dropped, the same request awaited.
+    [status] = codec.resync("BLZ-ETH", "y", 3)
+    assert status.kind == "book_resync"
+    assert codec.actions() == []
+    assert codec.receive(depth_frame("BLZETH", 13, 14), 4) == []
+    body = json.dumps({"lastUpdateId": 12, "bids": [["1", "1"]], "asks": [["2", "1"]]})
+    snapshot, delta, synced = codec.snapshot_received("BLZETH", body.encode(), 5)
+    assert isinstance(snapshot, BookSnapshot) and snapshot.sequence == 12
+    assert isinstance(delta, BookDelta) and (delta.first_sequence, delta.prev_sequence) == (13, 12)
+    assert isinstance(synced, VenueStatus) and synced.kind == "book_synced"
+    assert codec.synced
+    # A reconnect: not synced until the new snapshot.
+    codec.connected(6)
+    assert not codec.synced
+
+
+# ---------------------------------------------------------------------------------------------
 # Control frames and garbage
 
 

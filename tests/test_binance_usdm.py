@@ -925,6 +925,204 @@ def test_reconnect_resets_books() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Resync asked for from outside (Codec.resync) and Codec.synced
+
+
+def snapshot_at(native: str, u: int) -> str:
+    """A REST depth body as the venue would give it at update ``u``: the recorded snapshot
+    plus the capture's diffs up to ``u``."""
+    book = reference_book(native, u)
+    return json.dumps(
+        {
+            "lastUpdateId": u,
+            "bids": [[str(p), str(q)] for p, q in book.sorted_bids()],
+            "asks": [[str(p), str(q)] for p, q in book.sorted_asks()],
+        }
+    )
+
+
+def is_akro_diff(frame: Frame) -> bool:
+    return json.loads(frame.text).get("stream") == "akrousdt@depth@100ms"
+
+
+def synced_midway() -> tuple[BinanceUsdmCodec, BinanceUsdmCodec, Driver, list[Frame], int]:
+    """Both routes' codecs fed the capture up to AKRO's 61st diff, both books synced;
+    returns them, their driver, the frames not fed yet and the ``u`` of the last AKRO diff
+    fed."""
+    frames = recording().received
+    akro = [i for i, f in enumerate(frames) if is_akro_diff(f)]
+    at = akro[60]
+    public, market = new_codecs()
+    assert (public.route, market.route) == (PUBLIC, MARKET)
+    assert not public.synced and market.synced  # /market carries no book
+    driver = Driver([public, market], answer_immediately=True)
+    driver.feed(frames[:at])
+    assert public.synced and market.synced
+    return public, market, driver, list(frames[at:]), payload(frames[akro[59]])["u"]
+
+
+def test_resync_refetches_that_book_only() -> None:
+    public, market, driver, rest, seen = synced_midway()
+    fetches_before = len(driver.fetches)
+    driver.answer_immediately = False
+
+    [status] = public.resync("AKRO-USDT-PERP", "consumer dropped l2d:42", rest[0].ts - 1)
+    assert (status.kind, status.symbol, status.native_symbol) == (
+        "book_resync",
+        "AKRO-USDT-PERP",
+        "AKROUSDT",
+    )
+    assert "consumer dropped l2d:42" in status.detail
+    assert public.counters.book_resyncs == 1
+    [fetch] = public.actions()
+    assert fetch == FetchSnapshot(key="AKROUSDT", url=recording().http[0].url)
+    driver.fetches.append(fetch)
+    driver.pending.append((public, fetch))
+    assert not public.synced
+    # The /market connection has no book of AKRO: nothing to do there.
+    assert market.resync("AKRO-USDT-PERP", "x", 1) == []
+    assert market.actions() == [] and market.synced
+
+    # Until the snapshot: AKRO diffs are buffered, none published; AKRO's ticker and
+    # trades, and CTK's book, go on.
+    cut = len(rest) // 2
+    held = driver.feed(rest[:cut])
+    assert book_events(held, "AKROUSDT") == []
+    others = [e for e in held if isinstance(e, BookDelta)]
+    assert others and all(e.native_symbol == "CTKUSDT" for e in others)
+    akro = [e for e in held if e.native_symbol == "AKROUSDT"]
+    want = Counter(json.loads(f.text)["stream"] for f in rest[:cut])
+    assert sum(isinstance(e, Ticker) for e in akro) == want["akrousdt@bookTicker"] > 0
+    assert sum(isinstance(e, Trade) for e in akro) == want["akrousdt@aggTrade"] > 0
+    assert statuses(held) == []
+    assert not public.synced
+
+    # The recorded snapshot is older than the diffs buffered since: fetched again.
+    old = driver.answer_all(rest[cut - 1].ts + 1)
+    assert [s.kind for s in statuses(old)] == ["book_resync"]
+    assert "older than buffered" in statuses(old)[0].detail
+    assert book_events(old, "AKROUSDT") == [] and not public.synced
+
+    # A snapshot at the end of the third AKRO diff since the resync: that diff straddles
+    # it and is published after it, then the rest of the buffer, in one chain.
+    buffered = [payload(f) for f in rest[:cut] if is_akro_diff(f)]
+    assert buffered[0]["pu"] == seen
+    snap_u = buffered[2]["u"]
+    driver.bodies["AKROUSDT"] = snapshot_at("AKROUSDT", snap_u)
+    resumed = driver.answer_all(rest[cut - 1].ts + 2)
+    events = book_events(resumed, "AKROUSDT")
+    assert isinstance(events[0], BookSnapshot) and events[0].sequence == snap_u
+    assert [e.sequence for e in events[1:]] == [d["u"] for d in buffered[2:]]
+    assert statuses(resumed)[-1].kind == "book_synced"
+    assert public.synced
+    assert len(driver.fetches) == fetches_before + 2
+
+    driver.answer_immediately = True
+    driver.feed(rest[cut:])
+    after = book_events(driver.events, "AKROUSDT")
+    after = after[after.index(events[0]) :]
+    prev = snap_u
+    for delta in after[1:]:
+        assert isinstance(delta, BookDelta) and delta.prev_sequence == prev
+        prev = delta.sequence
+    assert prev == depth_diffs()["AKROUSDT"][-1]["u"]
+    final = rebuild(after)
+    want_book = reference_book("AKROUSDT", prev)
+    assert final.sorted_bids() == want_book.sorted_bids()
+    assert final.sorted_asks() == want_book.sorted_asks()
+    c = public.counters
+    assert (c.book_gaps, c.book_resyncs, c.parse_errors) == (0, 2, 0)
+    assert driver.other_actions == []
+
+
+def test_resync_snapshot_before_any_diff() -> None:
+    public, _, driver, rest, seen = synced_midway()
+    [status] = public.resync("AKRO-USDT-PERP", "gap downstream", 1)
+    assert status.kind == "book_resync"
+    [fetch] = public.actions()
+    assert isinstance(fetch, FetchSnapshot)
+    # The answer comes before any AKRO diff: one taken at the end of the next diff is
+    # published alone, and that diff straddles it.
+    nxt = payload(next(f for f in rest if is_akro_diff(f)))
+    assert nxt["pu"] == seen
+    body = snapshot_at("AKROUSDT", nxt["u"]).encode()
+    snapshot, synced = public.snapshot_received("AKROUSDT", body, 3)
+    assert isinstance(snapshot, BookSnapshot) and snapshot.sequence == nxt["u"]
+    assert isinstance(synced, VenueStatus) and synced.kind == "book_synced"
+    assert public.synced
+    events = [snapshot, *book_events(driver.feed(rest), "AKROUSDT")]
+    assert len(events) - 1 == sum(is_akro_diff(f) for f in rest)
+    assert isinstance(events[1], BookDelta) and events[1].first_sequence == nxt["U"]
+    prev = nxt["u"]
+    for delta in events[1:]:
+        assert isinstance(delta, BookDelta) and delta.prev_sequence == prev
+        prev = delta.sequence
+    final = rebuild(events)
+    want = reference_book("AKROUSDT", prev)
+    assert final.sorted_bids() == want.sorted_bids()
+    assert final.sorted_asks() == want.sorted_asks()
+    assert public.counters.book_gaps == 0
+
+
+def test_resync_snapshot_before_any_diff_not_past_it() -> None:
+    public, _, driver, rest, seen = synced_midway()
+    driver.answer_immediately = False
+    public.resync("AKRO-USDT-PERP", "gap downstream", 1)
+    [fetch] = public.actions()
+    # The answer comes before any AKRO diff and stands at the last diff seen (a quiet
+    # book's REST answer stays there): the next diff (U > seen) could not straddle it.
+    # Dropped, and no new request until that diff, so a quiet book is not polled.
+    body = snapshot_at("AKROUSDT", seen).encode()
+    [status] = public.snapshot_received("AKROUSDT", body, 2)
+    assert status.kind == "book_resync"
+    assert f"not past the last diff seen u={seen}" in status.detail
+    assert public.actions() == [] and not public.synced
+    # The next AKRO diff asks again, as after connecting; that answer bridges the buffer.
+    first = next(i for i, f in enumerate(rest) if is_akro_diff(f))
+    held = driver.feed(rest[: first + 1])
+    assert book_events(held, "AKROUSDT") == []
+    assert driver.pending == [(public, fetch)]
+    nxt = payload(rest[first])
+    driver.bodies["AKROUSDT"] = snapshot_at("AKROUSDT", nxt["u"])
+    snapshot, delta, synced = driver.answer_all(rest[first].ts + 1)
+    assert isinstance(snapshot, BookSnapshot) and snapshot.sequence == nxt["u"]
+    assert isinstance(delta, BookDelta) and (delta.prev_sequence, delta.sequence) == (
+        nxt["u"],
+        nxt["u"],
+    )
+    assert isinstance(synced, VenueStatus) and synced.kind == "book_synced"
+    assert public.synced
+    assert public.counters.book_gaps == 0
+
+
+def test_resync_of_unknown_symbol_is_a_no_op() -> None:
+    public, market, _, _, _ = synced_midway()
+    for codec in (public, market):
+        assert codec.resync("BTC-USDT-PERP", "x", 1) == []
+        assert codec.resync("AKROUSDT", "x", 1) == []  # a native spelling is no canonical
+        assert codec.actions() == []
+        assert codec.counters.book_resyncs == 0
+        assert codec.synced
+
+
+def test_resync_while_a_snapshot_is_awaited() -> None:
+    codec = book_codec()
+    assert codec.receive(depth_frame("AKROUSDT", 10, 12, 7), 1) == []
+    [fetch] = codec.actions()
+    assert isinstance(fetch, FetchSnapshot) and not codec.synced
+    # The fetch is still out: the buffer is dropped, no second request.
+    [status] = codec.resync("AKRO-USDT-PERP", "x", 2)
+    assert status.kind == "book_resync"
+    assert codec.actions() == []
+    assert codec.receive(depth_frame("AKROUSDT", 15, 16, 12), 3) == []
+    out = codec.snapshot_received("AKROUSDT", snapshot_body(15), 4)
+    assert [type(e) for e in out] == [BookSnapshot, BookDelta, VenueStatus]
+    assert out[1].prev_sequence == 15 and codec.synced
+    codec.connected(5)
+    assert not codec.synced
+
+
+# ---------------------------------------------------------------------------------------------
 # Routes, control frames and garbage
 
 

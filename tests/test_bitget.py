@@ -359,6 +359,148 @@ def test_update_before_snapshot_is_dropped() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Resync asked for from outside (Codec.resync) and Codec.synced
+
+
+def venue_snapshot(frames: Iterable[Frame], inst_id: str) -> str:
+    """The ``books`` snapshot the venue would send for ``inst_id`` after ``frames``: its
+    snapshot and updates in them merged (wire strings kept), with the checksum and ts of
+    the last one, as a fresh subscription would be answered then."""
+    sides: dict[str, dict[str, list[str]]] = {"bids": {}, "asks": {}}
+    last: dict[str, Any] = {}
+    arg: dict[str, str] = {}
+    for message in pushes(frames, "books"):
+        if message["arg"]["instId"] != inst_id:
+            continue
+        arg = message["arg"]
+        [last] = message["data"]
+        if message["action"] == "snapshot":
+            sides = {"bids": {}, "asks": {}}
+        for side, levels in sides.items():
+            for level in last[side]:
+                if Decimal(level[1]) == 0:
+                    levels.pop(level[0], None)
+                else:
+                    levels[level[0]] = level
+    data = {
+        "asks": sorted(sides["asks"].values(), key=lambda lv: Decimal(lv[0])),
+        "bids": sorted(sides["bids"].values(), key=lambda lv: Decimal(lv[0]), reverse=True),
+        "checksum": last["checksum"],
+        "ts": last["ts"],
+    }
+    return json.dumps({"action": "snapshot", "arg": arg, "data": [data]})
+
+
+def futures_tape(inst_id: str) -> list[Frame]:
+    """ccxt's real USDT-FUTURES trade and ticker frames, relabelled to ``inst_id``."""
+    out = []
+    for frame in ccxt().received:
+        message = json.loads(frame.text)
+        arg = message.get("arg", {})
+        futures = arg.get("instType") == "USDT-FUTURES"
+        if "data" in message and futures and arg["channel"] in ("trade", "ticker"):
+            out.append(Frame(frame.ts, frame.text.replace("BTCUSDT", inst_id)))
+    return out
+
+
+def test_resync_resubscribes_that_book_only() -> None:
+    frames = [v1_as_v2(f) for f in v1_books("BITGET.ws.2.0").received]
+    uni = [i for i, f in enumerate(frames) if '"instId":"UNIUSDT"},"data"' in f.text]
+    subscriptions = [
+        *subs(["USDT-FUTURES:DASHUSDT"], BOOK),
+        *subs(["USDT-FUTURES:UNIUSDT"], ALL_FUTURES),
+    ]
+    codec = new_codec(subscriptions)
+    assert not codec.synced
+    events = feed(codec, frames[: uni[10]])  # both snapshots, UNI's first 9 updates
+    assert codec.synced and [s.kind for s in statuses(events)] == ["book_synced"] * 2
+
+    [status] = codec.resync("UNI-USDT-PERP", "consumer dropped l2d:7", 5)
+    assert (status.kind, status.symbol, status.native_symbol) == (
+        "book_resync",
+        "UNI-USDT-PERP",
+        "USDT-FUTURES:UNIUSDT",
+    )
+    assert "consumer dropped l2d:7" in status.detail and status.ts_recv == 5
+    assert codec.counters.book_resyncs == 1
+    arg = '[{"instType":"USDT-FUTURES","channel":"books","instId":"UNIUSDT"}]'
+    assert codec.actions() == [
+        SendFrame(f'{{"op":"unsubscribe","args":{arg}}}'),
+        SendFrame(f'{{"op":"subscribe","args":{arg}}}'),
+    ]
+    assert not codec.synced
+
+    # Until the new snapshot: UNI's in-flight updates are dropped; its trades and ticker
+    # (real futures frames, relabelled) and DASH's book go on.
+    cut = uni[50]
+    tape = futures_tape("UNIUSDT")
+    held = feed(codec, [*frames[uni[10] : cut], *tape])
+    assert not [e for e in held if isinstance(e, (BookSnapshot, BookDelta)) and "UNI" in e.symbol]
+    assert codec.counters.stale_deltas_dropped == 40
+    dash = [e for e in held if isinstance(e, BookDelta)]
+    assert dash and all(e.symbol == "DASH-USDT-PERP" for e in dash)
+    reference = new_codec(subscriptions)
+    want = Counter(type(e).__name__ for e in feed(reference, tape))
+    assert want.keys() == {"Trade", "Ticker", "FundingRate", "MarkPrice", "OpenInterest"}
+    uni_other = Counter(type(e).__name__ for e in held if e.symbol == "UNI-USDT-PERP")
+    assert uni_other == want
+    assert statuses(held) == []
+    # Asked again while the snapshot is awaited: reported, no second resubscribe.
+    [again] = codec.resync("UNI-USDT-PERP", "again", 6)
+    assert again.kind == "book_resync" and "awaited" in again.detail
+    assert codec.actions() == [] and not codec.synced
+
+    # The fresh snapshot, as the venue has the book now: published and checked (its
+    # checksum is the real one), then UNI's updates flow again.
+    snap = venue_snapshot(frames[:cut], "UNIUSDT")
+    snapshot, synced = codec.receive(snap, frames[cut].ts - 1)
+    assert isinstance(snapshot, BookSnapshot) and snapshot.symbol == "UNI-USDT-PERP"
+    assert isinstance(synced, VenueStatus) and synced.kind == "book_synced"
+    assert codec.synced
+    rest = feed(codec, frames[cut:])
+    deltas = [e for e in rest if isinstance(e, BookDelta) and e.symbol == "UNI-USDT-PERP"]
+    assert len(deltas) == len(uni) - 50
+    consumer = rebuild([snapshot, *deltas])
+    last = [m for m in pushes(frames, "books") if m["arg"]["instId"] == "UNIUSDT"][-1]
+    assert book_checksum(consumer) == last["data"][0]["checksum"]
+    c = codec.counters
+    assert (c.checksum_failures, c.book_gaps, c.book_resyncs, c.parse_errors) == (0, 0, 2, 0)
+    assert codec.actions() == []
+
+
+def test_resync_of_unknown_or_bookless_symbol_is_a_no_op() -> None:
+    frames = [v1_as_v2(f) for f in v1_books("BITGET.ws.2.0").received]
+    codec = new_codec(subs(["USDT-FUTURES:DASHUSDT", "USDT-FUTURES:UNIUSDT"], BOOK))
+    feed(codec, frames)
+    assert codec.synced
+    assert codec.resync("BTC-USDT-PERP", "x", 1) == []
+    assert codec.resync("USDT-FUTURES:UNIUSDT", "x", 1) == []  # a native is no canonical
+    assert codec.actions() == [] and codec.counters.book_resyncs == 0
+    assert codec.synced
+    no_book = ALL_FUTURES - BOOK
+    tickers = new_codec(subs(["USDT-FUTURES:BTCUSDT"], no_book))
+    assert tickers.synced  # no book on the connection
+    assert tickers.resync("BTC-USDT-PERP", "x", 1) == []
+    assert tickers.actions() == []
+    assert any(isinstance(e, Ticker) for e in feed(tickers, ccxt().received))
+    assert tickers.synced and tickers.counters.book_resyncs == 0
+
+
+def test_resync_before_the_first_snapshot() -> None:
+    frames = [v1_as_v2(f) for f in v1_books("BITGET.ws.2.0").received]
+    codec = new_codec(subs(["USDT-FUTURES:UNIUSDT"], BOOK))
+    # The subscription's snapshot is already on its way: no second request.
+    [status] = codec.resync("UNI-USDT-PERP", "x", 1)
+    assert status.kind == "book_resync"
+    assert codec.actions() == []
+    events = feed(codec, frames)
+    assert [s.kind for s in statuses(events)] == ["book_synced"]
+    assert codec.synced
+    codec.connected(2)
+    assert not codec.synced
+
+
+# ---------------------------------------------------------------------------------------------
 # Control frames and garbage
 
 

@@ -546,10 +546,18 @@ def test_crossed_book_resyncs() -> None:
         "unsubscribe",
         "subscribe",
     ]
-    # A crossed snapshot is not published either.
+    # A crossed snapshot (the answer to that resubscribe) is not published either, and
+    # the book resubscribes again: no other snapshot would come.
     [again] = codec.receive(book_frame("snapshot", 9, [("5", "1")], [("4", "1")]), 2)
     assert again.kind == "book_resync" and "crossed" in again.detail
-    assert codec.actions() == []  # the resubscribe is already under way
+    assert [json.loads(a.text)["op"] for a in codec.actions() if isinstance(a, SendFrame)] == [
+        "unsubscribe",
+        "subscribe",
+    ]
+    assert not codec.synced
+    snapshot, synced = codec.receive(book_frame("snapshot", 12, [("4", "1")], [("5", "1")]), 3)
+    assert isinstance(snapshot, BookSnapshot) and synced.kind == "book_synced"
+    assert codec.synced and codec.actions() == []
 
 
 def test_delta_before_snapshot_is_dropped() -> None:
@@ -569,6 +577,114 @@ def test_reconnect_resets_state() -> None:
     assert codec.receive(delta.text, 3) == []  # no ticker to merge into yet
     events = feed(codec, linear_book_frames())
     assert [type(e) for e in events] == [BookSnapshot, VenueStatus, BookDelta]
+
+
+# ---------------------------------------------------------------------------------------------
+# Resync asked for from outside (Codec.resync) and Codec.synced
+
+
+def test_resync_resubscribes_that_book_only() -> None:
+    codec = new_codec("linear", ["BTCUSDT", "ETHUSDT"])
+    assert not codec.synced  # subscribed, no snapshot yet
+    snap, delta = linear_book_frames("BTCUSDT")
+    feed(codec, [snap, *linear_book_frames("ETHUSDT")])
+    assert codec.synced
+
+    [status] = codec.resync("BTC-USDT-PERP", "consumer dropped l2d:7", 5)
+    assert (status.kind, status.symbol, status.native_symbol) == (
+        "book_resync",
+        "BTC-USDT-PERP",
+        "linear:BTCUSDT",
+    )
+    assert "consumer dropped l2d:7" in status.detail and status.ts_recv == 5
+    assert codec.counters.book_resyncs == 1
+    actions = codec.actions()
+    assert all(isinstance(a, SendFrame) for a in actions)
+    assert [json.loads(a.text) for a in actions if isinstance(a, SendFrame)] == [
+        {"req_id": "2", "op": "unsubscribe", "args": ["orderbook.50.BTCUSDT"]},
+        {"req_id": "3", "op": "subscribe", "args": ["orderbook.50.BTCUSDT"]},
+    ]
+    assert not codec.synced
+
+    # Until the new snapshot: BTC's in-flight delta is dropped; its trades and tickers and
+    # ETH's book go on.
+    others = [f for f in frames("linear") if '"orderbook.' not in f.text]
+    eth = (book_frame("delta", 53935311, [("63982.00", "1")], symbol="ETHUSDT"), 6)
+    events = feed(codec, [delta, *others, eth])
+    assert codec.counters.stale_deltas_dropped == 1
+    assert of_type(events, BookSnapshot) == []
+    [eth_delta] = of_type(events, BookDelta)
+    assert eth_delta.symbol == "ETH-USDT-PERP" and eth_delta.prev_sequence == 53935310
+    btc = Counter(type(e).__name__ for e in events if e.symbol == "BTC-USDT-PERP")
+    trades = sum(len(m["data"]) for m in raw("linear") if m.get("topic", "").startswith("pub"))
+    assert btc == {
+        "Trade": trades,
+        "Ticker": 1,
+        "MarkPrice": 2,
+        "FundingRate": 1,
+        "OpenInterest": 1,
+    }
+    assert statuses(events) == []
+    # Asked again while the snapshot is awaited: reported, no second resubscribe.
+    [again] = codec.resync("BTC-USDT-PERP", "again", 7)
+    assert again.kind == "book_resync" and "awaited" in again.detail
+    assert codec.actions() == [] and not codec.synced
+
+    # Bybit answers the subscription with a snapshot (the capture's, as the venue sends it):
+    # the book is back, and the deltas after it flow.
+    snapshot, synced = codec.receive(snap.text, snap.ts + 100)
+    assert isinstance(snapshot, BookSnapshot) and snapshot.sequence == 53935309
+    assert isinstance(synced, VenueStatus) and synced.kind == "book_synced"
+    assert codec.synced
+    [btc_delta] = codec.receive(delta.text, delta.ts + 100)
+    assert isinstance(btc_delta, BookDelta) and btc_delta.prev_sequence == 53935309
+    assert rebuild([snapshot, btc_delta]).best_bid() == (Decimal("63982.70"), Decimal("6.408"))
+    c = codec.counters
+    assert (c.book_gaps, c.book_resyncs, c.parse_errors) == (0, 2, 0)
+
+
+def test_resync_of_a_depth_1_book() -> None:
+    codec = new_codec("spot", book_depth=1)
+    books = [f for f in frames("spot") if '"orderbook.1.' in f.text]
+    feed(codec, books[:1])
+    assert codec.synced
+    [status] = codec.resync("BTC-USDT", "x", 1)
+    assert status.kind == "book_resync"
+    assert [json.loads(a.text) for a in codec.actions() if isinstance(a, SendFrame)] == [
+        {"req_id": "2", "op": "unsubscribe", "args": ["orderbook.1.BTCUSDT"]},
+        {"req_id": "3", "op": "subscribe", "args": ["orderbook.1.BTCUSDT"]},
+    ]
+    assert not codec.synced
+    snapshot, synced = codec.receive(books[1].text, books[1].ts)
+    assert isinstance(snapshot, BookSnapshot) and snapshot.sequence == 70913932
+    assert isinstance(synced, VenueStatus) and synced.kind == "book_synced"
+    assert codec.synced
+
+
+def test_resync_of_unknown_or_bookless_symbol_is_a_no_op() -> None:
+    codec = new_codec("linear")
+    feed(codec, frames("linear"))
+    assert codec.synced
+    assert codec.resync("ETH-USDT-PERP", "x", 1) == []
+    assert codec.resync("linear:BTCUSDT", "x", 1) == []  # a native spelling is no canonical
+    assert codec.actions() == [] and codec.counters.book_resyncs == 0
+    assert codec.synced
+    trades = new_codec("linear", types=frozenset({DataType.TRADE, DataType.TICKER}))
+    assert trades.synced  # no book on the connection
+    assert trades.resync("BTC-USDT-PERP", "x", 1) == []
+    assert trades.actions() == []
+    assert of_type(feed(trades, frames("linear")), Trade)
+    assert trades.synced and trades.counters.book_resyncs == 0
+
+
+def test_reconnect_unsyncs() -> None:
+    codec = new_codec("linear", types=frozenset({DataType.L2_ORDERBOOK}))
+    feed(codec, linear_book_frames())
+    assert codec.synced
+    codec.connected(1)
+    assert not codec.synced
+    feed(codec, linear_book_frames()[:1])
+    assert codec.synced
 
 
 # ---------------------------------------------------------------------------------------------

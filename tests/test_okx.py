@@ -464,6 +464,140 @@ def test_funding_mark_and_liquidations() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Resync asked for from outside (Codec.resync) and Codec.synced
+
+
+def venue_snapshot(frames: Iterable[Frame], native: str) -> str:
+    """The ``books`` snapshot the venue would send for ``native`` after ``frames``: its
+    snapshot and updates in them merged (wire strings kept), with the checksum and ts of
+    the last one, as a fresh subscription would be answered then."""
+    sides: dict[str, dict[str, list[str]]] = {"bids": {}, "asks": {}}
+    last: dict[str, Any] = {}
+    for message in pushes(frames, "books"):
+        if message["arg"]["instId"] != native:
+            continue
+        [last] = message["data"]
+        if message["action"] == "snapshot":
+            sides = {"bids": {}, "asks": {}}
+        for side, levels in sides.items():
+            for level in last[side]:
+                if Decimal(level[1]) == 0:
+                    levels.pop(level[0], None)
+                else:
+                    levels[level[0]] = level
+    data = {
+        "asks": sorted(sides["asks"].values(), key=lambda lv: Decimal(lv[0])),
+        "bids": sorted(sides["bids"].values(), key=lambda lv: Decimal(lv[0]), reverse=True),
+        "ts": last["ts"],
+        "checksum": last["checksum"],
+    }
+    return json.dumps(
+        {"arg": {"channel": "books", "instId": native}, "action": "snapshot", "data": [data]}
+    )
+
+
+def test_resync_resubscribes_that_book_only() -> None:
+    frames = cryptofeed().received
+    btc = [
+        i
+        for i, f in enumerate(frames)
+        if '"books","instId":"BTC-USDT"},"action":"update"' in f.text
+    ]
+    codec = new_codec(subs(CF_SYMBOLS))
+    assert not codec.synced
+    events = feed(codec, frames[: btc[9]])
+    assert codec.synced and [s.kind for s in statuses(events)] == ["book_synced"] * 3
+
+    [status] = codec.resync("BTC-USDT", "consumer dropped l2d:7", 5)
+    assert (status.kind, status.symbol, status.native_symbol) == (
+        "book_resync",
+        "BTC-USDT",
+        "BTC-USDT",
+    )
+    assert "consumer dropped l2d:7" in status.detail and status.ts_recv == 5
+    assert codec.counters.book_resyncs == 1
+    arg = [{"channel": "books", "instId": "BTC-USDT"}]
+    assert codec.actions() == [
+        SendFrame(json.dumps({"op": "unsubscribe", "args": arg}, separators=(",", ":"))),
+        SendFrame(json.dumps({"op": "subscribe", "args": arg}, separators=(",", ":"))),
+    ]
+    assert not codec.synced
+
+    # Until the new snapshot: BTC-USDT's in-flight updates are dropped; its trades and
+    # tickers and the other books go on.
+    cut = btc[49]
+    held = feed(codec, frames[btc[9] : cut])
+    assert book_events(held, "BTC-USDT") == []
+    assert codec.counters.stale_deltas_dropped == 40
+    others = [e for e in held if isinstance(e, BookDelta)]
+    assert others and all(e.native_symbol != "BTC-USDT" for e in others)
+    for channel, kind in (("trades", Trade), ("tickers", Ticker)):
+        published = [e for e in held if isinstance(e, kind) and e.native_symbol == "BTC-USDT"]
+        sent = [
+            d
+            for m in pushes(frames[btc[9] : cut], channel)
+            for d in m["data"]
+            if d["instId"] == "BTC-USDT"
+        ]
+        assert len(published) == len(sent) > 0
+    assert statuses(held) == []
+    # Asked again while the snapshot is awaited: reported, no second resubscribe.
+    [again] = codec.resync("BTC-USDT", "again", 6)
+    assert again.kind == "book_resync" and "awaited" in again.detail
+    assert codec.actions() == [] and not codec.synced
+    ack = '{"event":"unsubscribe","arg":{"channel":"books","instId":"BTC-USDT"}}'
+    assert codec.receive(ack, 7) == []
+
+    # The fresh snapshot, as the venue has the book now: published and checked (its
+    # checksum is the real one), then the book's updates flow again.
+    snap = venue_snapshot(frames[:cut], "BTC-USDT")
+    snapshot, synced = codec.receive(snap, frames[cut].ts - 1)
+    assert isinstance(snapshot, BookSnapshot) and snapshot.symbol == "BTC-USDT"
+    assert isinstance(synced, VenueStatus) and synced.kind == "book_synced"
+    assert codec.synced
+    rest = feed(codec, frames[cut:])
+    deltas = [e for e in book_events(rest, "BTC-USDT") if isinstance(e, BookDelta)]
+    assert len(deltas) == len(btc) - 49
+    consumer = rebuild([snapshot, *deltas])
+    last = [m for m in pushes(frames, "books") if m["arg"]["instId"] == "BTC-USDT"][-1]
+    assert book_checksum(consumer) == last["data"][0]["checksum"]
+    c = codec.counters
+    assert (c.checksum_failures, c.book_gaps, c.book_resyncs, c.parse_errors) == (0, 0, 2, 0)
+    assert codec.actions() == []
+
+
+def test_resync_of_unknown_or_bookless_symbol_is_a_no_op() -> None:
+    codec = new_codec(subs(CF_SYMBOLS))
+    feed(codec, cryptofeed().received)
+    assert codec.synced
+    assert codec.resync("ETH-USDT", "x", 1) == []
+    assert codec.resync("UNI-USD-SWAP", "x", 1) == []  # a native spelling is no canonical
+    assert codec.actions() == [] and codec.counters.book_resyncs == 0
+    assert codec.synced
+    trades = new_codec(subs(CF_SYMBOLS, frozenset({DataType.TRADE, DataType.TICKER})))
+    assert trades.synced  # no book on the connection
+    assert trades.resync("UNI-USD-PERP", "x", 1) == []
+    assert trades.actions() == []
+    assert any(isinstance(e, Trade) for e in feed(trades, cryptofeed().received))
+    assert trades.synced and trades.counters.book_resyncs == 0
+
+
+def test_resync_before_the_first_snapshot() -> None:
+    codec = new_codec(subs(["BTC-USDT"]))
+    # The subscription's snapshot is already on its way: no second request.
+    [status] = codec.resync("BTC-USDT", "x", 1)
+    assert status.kind == "book_resync"
+    assert codec.actions() == []
+    out = codec.receive(
+        book_frame("BTC-USDT", "snapshot", [("100", "1")], [("101", "1")], seq=10, prev=-1), 2
+    )
+    assert [type(e) for e in out] == [BookSnapshot, VenueStatus]
+    assert codec.synced
+    codec.connected(3)
+    assert not codec.synced
+
+
+# ---------------------------------------------------------------------------------------------
 # Control frames and garbage
 
 
