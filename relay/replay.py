@@ -14,6 +14,11 @@ and speaks the real protocols, so the relay runs its production I/O path unchang
 The venue does not interpret what the client sends: it only waits for the first frame (the
 subscribe request) before it starts talking, like a venue that streams once subscribed.
 
+For fault-injection tests it can also misbehave the way real venues do: drop every
+connection after a while (a TCP reset, no close handshake), stall (stop sending but keep the
+socket open and answer pings), cut a REST response in the middle of its body, and play one
+live feed that a reconnecting client joins where it is now rather than from the start.
+
 Command line (``relay replay CAPTURE ...``, or ``python -m relay.replay``): :func:`main`.
 """
 
@@ -24,8 +29,11 @@ import contextlib
 import ipaddress
 import math
 import signal
+import socket
+import struct
 import sys
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -45,6 +53,40 @@ _CLOSE_TIMEOUT = 5.0
 """Seconds to wait for the client's half of the close handshake with ``after_end="close"``."""
 _HttpKey = tuple[str, str | None]
 """How a REST request is matched to recorded responses: (URL path, ``symbol`` parameter)."""
+RestResponder = Callable[[str, str | None], bytes | None]
+"""Computes a REST body at request time from (URL path, ``symbol`` parameter)."""
+_LINGER_RESET = struct.pack("ii", 1, 0)
+"""``SO_LINGER`` on with a zero timeout: closing the socket sends a TCP reset."""
+
+
+async def _reset(stream: trio.abc.Stream) -> None:
+    """Close ``stream`` with a TCP reset (no FIN, no WebSocket close), as a crashed venue or a
+    middlebox dropping the connection would; a plain close for other kinds of stream."""
+    if isinstance(stream, trio.SocketStream):
+        with contextlib.suppress(OSError):
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.aclose()
+
+
+class _ResponseCut(Exception):
+    """A REST response was cut mid-body on purpose; its connection is gone."""
+
+
+class _Connection:
+    """One WebSocket connection's playback state, for :meth:`ReplayVenue.drop_connections`."""
+
+    __slots__ = ("dropped", "played", "scope")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.dropped = False
+        self.played = [0, 0]
+        """Timeline positions sent on this connection: ``[first, end)``."""
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.scope.cancel()
 
 
 def _http_key(target: str) -> _HttpKey:
@@ -85,6 +127,25 @@ class ReplayVenue:
         server has exactly one listener and one port).
     :param ws_port: the WebSocket server's port; 0 picks a free one.
     :param http_port: the HTTP server's port; 0 picks a free one.
+    :param live: one playback shared by all connections, as on a real venue, instead of a
+        playback of its own for each: the clock starts when the first connection starts
+        playing, and a later connection (a reconnect) joins at the first frame not yet due,
+        so what was due while no connection was open is lost to the client. Needs
+        ``pace="recorded"``. :attr:`position` says how far the feed is.
+    :param drop_every: drop each WebSocket connection this many seconds after it was
+        accepted, with a TCP reset and no close handshake (0: never). See also
+        :meth:`drop_connections`.
+    :param stall_after: each connection stops sending frames this many seconds after its
+        playback started, yet stays open: it keeps reading the client and answering its
+        pings, as a stalled venue does (0: never).
+    :param cut_responses: the next this many REST responses with status 200 to a GET are cut
+        in the middle of their body: the headers (announcing the whole ``Content-Length``)
+        and half the body are sent, then the connection is reset. The attribute of the same
+        name may be set while serving.
+    :param rest_responder: computes a body at request time, from the path and ``symbol``
+        parameter of a GET or HEAD (e.g. a depth snapshot matching a live feed's
+        :attr:`position`); the body is answered with status 200, and ``None`` falls back to
+        the recorded responses.
 
     HTTP: each request is matched on its path and ``symbol`` query parameter against the
     recorded URLs. When several recorded responses match, successive requests (on any
@@ -92,8 +153,10 @@ class ReplayVenue:
     requests get 404, methods other than GET and HEAD get 405, both with a JSON error body.
 
     Counters, for tests and benchmarks: :attr:`connections` (WebSocket connections accepted),
-    :attr:`active_connections`, :attr:`frames_sent` (over all connections) and
-    :attr:`http_requests`.
+    :attr:`active_connections`, :attr:`frames_sent` (over all connections),
+    :attr:`http_requests`, :attr:`drops` and :attr:`cuts`; the times (``trio.current_time()``)
+    of :attr:`connected_at` and :attr:`stalled_at`; and :meth:`frames_played`, every frame
+    of the timeline sent on at least one connection.
     """
 
     def __init__(
@@ -109,6 +172,11 @@ class ReplayVenue:
         host: str = "127.0.0.1",
         ws_port: int = 0,
         http_port: int = 0,
+        live: bool = False,
+        drop_every: float = 0.0,
+        stall_after: float = 0.0,
+        cut_responses: int = 0,
+        rest_responder: RestResponder | None = None,
     ) -> None:
         if pace not in get_args(Pace):
             raise ValueError(f"pace must be 'recorded' or 'fast', not {pace!r}")
@@ -129,6 +197,13 @@ class ReplayVenue:
         for name, port in (("ws_port", ws_port), ("http_port", http_port)):
             if not 0 <= port <= 65535:
                 raise ValueError(f"{name} must be in 0..65535, not {port!r}")
+        if live and pace != "recorded":
+            raise ValueError("live needs pace='recorded': a live feed has a clock")
+        for name, seconds in (("drop_every", drop_every), ("stall_after", stall_after)):
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ValueError(f"{name} must be a number of seconds >= 0, not {seconds!r}")
+        if cut_responses < 0:
+            raise ValueError(f"cut_responses must be >= 0, not {cut_responses!r}")
 
         self.recording = recording
         self.pace: Pace = pace
@@ -140,6 +215,12 @@ class ReplayVenue:
         self.host = host
         self.ws_port = ws_port
         self.http_port = http_port
+        self.live = live
+        self.drop_every = drop_every
+        self.stall_after = stall_after
+        self.cut_responses = cut_responses
+        """REST responses still to cut mid-body; may be set while serving."""
+        self.rest_responder = rest_responder
 
         self.connections = 0
         """WebSocket connections accepted since construction."""
@@ -149,6 +230,14 @@ class ReplayVenue:
         """Frames written, summed over all connections."""
         self.http_requests = 0
         """HTTP requests answered (any status)."""
+        self.drops = 0
+        """WebSocket connections the venue dropped (``drop_every``, :meth:`drop_connections`)."""
+        self.cuts = 0
+        """REST responses cut mid-body (``cut_responses``)."""
+        self.connected_at: list[float] = []
+        """``trio.current_time()`` at each WebSocket connection accepted."""
+        self.stalled_at: list[float] = []
+        """``trio.current_time()`` at each connection's stall (``stall_after``)."""
 
         self._texts = [frame.text for frame in recording.received]
         # Playback schedule in seconds after the first frame at speed 1. Clamped to be
@@ -166,6 +255,10 @@ class ReplayVenue:
             self._responses.setdefault(key, []).append(response.body.encode())
         self._served: dict[_HttpKey, int] = {}
         """How many times each key was answered; picks the next recorded response."""
+        self._open: set[_Connection] = set()
+        self._played: list[list[int]] = []
+        self._live_start: float | None = None
+        """With ``live``: when the shared playback started (the first connection's start)."""
         self._ws_url: str | None = None
         self._rest_url: str | None = None
         self._serving = False
@@ -183,6 +276,39 @@ class ReplayVenue:
         if self._rest_url is None:
             raise RuntimeError("the replay venue has not started serving yet")
         return self._rest_url
+
+    @property
+    def position(self) -> int:
+        """How far the feed is, in frames of the timeline (all loops one after the other).
+
+        With ``live``: the frames due by now on the shared clock (0 before the first
+        connection plays), whether or not a connection has sent them yet. Otherwise: the most
+        frames any one connection has sent.
+        """
+        if not self.live:
+            return max((end for _, end in self._played), default=0)
+        if self._live_start is None:
+            return 0
+        return self._due(trio.current_time() - self._live_start)
+
+    def frames_played(self) -> list[str]:
+        """The frames of the timeline sent on at least one connection, in timeline order, each
+        once however many connections sent it."""
+        texts, n = self._texts, len(self._texts)
+        out: list[str] = []
+        end = 0
+        for first, last in sorted(self._played):
+            out += [texts[i % n] for i in range(max(first, end), last)]
+            end = max(end, last)
+        return out
+
+    def drop_connections(self) -> int:
+        """Drop every open WebSocket connection now (TCP reset, no close handshake); returns
+        how many were dropped."""
+        open_now = list(self._open)
+        for conn in open_now:
+            conn.drop()
+        return len(open_now)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run both servers until cancelled.
@@ -228,29 +354,54 @@ class ReplayVenue:
             return
         self.connections += 1
         self.active_connections += 1
+        self.connected_at.append(trio.current_time())
+        conn = _Connection()
+        self._open.add(conn)
+        self._played.append(conn.played)
         try:
-            async with trio.open_nursery() as nursery:
-                first_frame = trio.Event()
-                nursery.start_soon(self._drain, ws, first_frame, nursery.cancel_scope)
-                if self.wait_for_client_frame:
-                    with trio.move_on_after(self.client_frame_timeout):
-                        await first_frame.wait()
-                try:
-                    if self.pace == "fast":
-                        await self._play_fast(ws)
-                    else:
-                        await self._play_recorded(ws)
-                except ConnectionClosed:
-                    nursery.cancel_scope.cancel()  # the client left mid-playback
-                    return
-                if self.after_end == "close":
-                    # aclose() waits for the client's close frame; don't wait forever for a
-                    # client that never sends it (the stream is closed either way).
-                    with trio.move_on_after(_CLOSE_TIMEOUT):
-                        await ws.aclose()
-                # "idle": the nursery now waits for _drain, i.e. for the client to leave.
+            with conn.scope:
+                await self._converse(ws, conn)
         finally:
+            self._open.discard(conn)
             self.active_connections -= 1
+        if conn.dropped:
+            self.drops += 1
+            # The stream is trio-websocket's; resetting it under the connection makes its
+            # reader see a closed stream, which it handles as an abnormal closure.
+            await _reset(ws._stream)
+
+    async def _converse(self, ws: WebSocketConnection, conn: _Connection) -> None:
+        async with trio.open_nursery() as nursery:
+            first_frame = trio.Event()
+            nursery.start_soon(self._drain, ws, first_frame, nursery.cancel_scope)
+            if self.drop_every:
+                nursery.start_soon(self._drop_after, conn, self.drop_every)
+            if self.wait_for_client_frame:
+                with trio.move_on_after(self.client_frame_timeout):
+                    await first_frame.wait()
+            stall_at = trio.current_time() + self.stall_after if self.stall_after else math.inf
+            try:
+                if self.pace == "fast":
+                    ended = await self._play_fast(ws, conn.played, stall_at)
+                else:
+                    ended = await self._play_recorded(ws, conn.played, stall_at)
+            except ConnectionClosed:
+                nursery.cancel_scope.cancel()  # the client left mid-playback
+                return
+            if not ended:
+                self.stalled_at.append(trio.current_time())
+            elif self.after_end == "close":
+                # aclose() waits for the client's close frame; don't wait forever for a
+                # client that never sends it (the stream is closed either way).
+                with trio.move_on_after(_CLOSE_TIMEOUT):
+                    await ws.aclose()
+            # Idle (or stalled): the nursery now waits for _drain, i.e. for the client to
+            # leave, answering pings meanwhile.
+
+    @staticmethod
+    async def _drop_after(conn: _Connection, seconds: float) -> None:
+        await trio.sleep(seconds)
+        conn.drop()
 
     async def _drain(
         self, ws: WebSocketConnection, first_frame: trio.Event, scope: trio.CancelScope
@@ -269,30 +420,71 @@ class ReplayVenue:
         except ConnectionClosed:
             scope.cancel()
 
-    async def _play_fast(self, ws: WebSocketConnection) -> None:
+    async def _play_fast(self, ws: WebSocketConnection, played: list[int], stall_at: float) -> bool:
+        """Play the whole timeline; False when it stopped at ``stall_at`` instead."""
         send = ws.send_message
         texts = self._texts
+        stalls = stall_at < math.inf
         for _ in range(self.loops):
             for text in texts:
+                if stalls and trio.current_time() >= stall_at:
+                    return False
                 # No sleep: send_message is a checkpoint and blocks on TCP backpressure, which
                 # is all the pacing "fast" wants.
                 await send(text)
+                played[1] += 1
                 self.frames_sent += 1
+        return True
 
-    async def _play_recorded(self, ws: WebSocketConnection) -> None:
-        # Deadlines are absolute (start + offset), so time spent sending does not accumulate
-        # as drift; a client that reads slowly gets the frames it fell behind on back to back.
+    async def _play_recorded(
+        self, ws: WebSocketConnection, played: list[int], stall_at: float
+    ) -> bool:
+        """Play the timeline at the recorded pace; False when it stopped at ``stall_at``.
+
+        Deadlines are absolute (start + offset), so time spent sending does not accumulate as
+        drift; a client that reads slowly gets the frames it fell behind on back to back.
+        A stall is checked before each frame, never by cancelling a send mid-frame.
+        """
         send = ws.send_message
-        start = trio.current_time()
-        loop_length = self._offsets[-1] if self._offsets else 0.0
-        for loop in range(self.loops):
-            base = loop * loop_length
-            for text, offset in zip(self._texts, self._offsets, strict=True):
-                deadline = start + (base + offset) / self.speed
-                if deadline > trio.current_time():
-                    await trio.sleep_until(deadline)
-                await send(text)
-                self.frames_sent += 1
+        texts, offsets = self._texts, self._offsets
+        n = len(texts)
+        now = trio.current_time()
+        first = 0
+        if not self.live:
+            start = now
+        elif self._live_start is None:
+            start = self._live_start = now
+        else:
+            start = self._live_start
+            first = self._due(now - start)
+        played[0] = played[1] = first
+        loop_length = offsets[-1] if offsets else 0.0
+        for i in range(first, n * self.loops):
+            loop, j = divmod(i, n)
+            deadline = start + (loop * loop_length + offsets[j]) / self.speed
+            if deadline > trio.current_time():
+                if deadline >= stall_at:
+                    await trio.sleep_until(stall_at)
+                    return False
+                await trio.sleep_until(deadline)
+            elif trio.current_time() >= stall_at:
+                return False
+            await send(texts[j])
+            played[1] = i + 1
+            self.frames_sent += 1
+        return True
+
+    def _due(self, elapsed: float) -> int:
+        """Frames of the timeline due ``elapsed`` seconds after the playback started."""
+        n, total = len(self._offsets), len(self._offsets) * self.loops
+        if n == 0:
+            return 0
+        t = elapsed * self.speed
+        loop_length = self._offsets[-1]
+        if loop_length <= 0:
+            return total
+        loop = min(max(int(t // loop_length), 0), self.loops - 1)
+        return min(total, loop * n + bisect_right(self._offsets, t - loop * loop_length))
 
     # -----------------------------------------------------------------------------------------
     # HTTP
@@ -312,7 +504,10 @@ class ReplayVenue:
                         await self._next_http_event(conn, stream), h11.EndOfMessage
                     ):
                         pass
-                    await self._respond(conn, stream, event)
+                    try:
+                        await self._respond(conn, stream, event)
+                    except _ResponseCut:
+                        return  # the connection was reset mid-body on purpose
                 if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                     conn.start_next_cycle()
                 else:
@@ -356,7 +551,11 @@ class ReplayVenue:
             return
         key = _http_key(request.target.decode("ascii", "replace"))
         responses = self._responses.get(key)
-        if responses is None:
+        computed = self.rest_responder(*key) if self.rest_responder is not None else None
+        if computed is not None:
+            body = computed
+            status = 200
+        elif responses is None:
             path, symbol = key
             body = msgspec.json.encode(
                 {"error": "no recorded response", "path": path, "symbol": symbol}
@@ -367,7 +566,27 @@ class ReplayVenue:
             self._served[key] = served + 1
             body = responses[min(served, len(responses) - 1)]
             status = 200
+        if status == 200 and method == "GET" and self.cut_responses > 0 and len(body) > 1:
+            self.cut_responses -= 1
+            self.cuts += 1
+            await self._send_cut(conn, stream, body)
+            raise _ResponseCut
         await self._send_response(conn, stream, status, body, include_body=method == "GET")
+
+    @staticmethod
+    async def _send_cut(conn: h11.Connection, stream: trio.SocketStream, body: bytes) -> None:
+        """Headers announcing all of ``body``, half of it, then a TCP reset."""
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        data = conn.send(h11.Response(status_code=200, headers=headers))
+        data += conn.send(h11.Data(data=body[: len(body) // 2]))
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(data)
+        # Let the half body reach the client before the reset, which would discard it.
+        await trio.sleep(0.05)
+        await _reset(stream)
 
     @staticmethod
     async def _send_response(

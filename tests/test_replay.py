@@ -15,7 +15,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from relay.captures import HttpResponse, Recording, dump_jsonl, load
+from relay.captures import Frame, HttpResponse, Recording, dump_jsonl, load
 from relay.replay import ReplayVenue, main
 
 CAPTURE = Path(__file__).parent / "data" / "cryptofeed" / "BINANCE.ws.1.0"
@@ -252,6 +252,139 @@ async def test_jsonl_recording_replays_the_same(recording: Recording, tmp_path: 
     assert response.text == next(r.body for r in recording.http if "RUNEEUR" in r.url)
 
 
+def numbered(count: int, gap: float) -> Recording:
+    """``count`` frames ``"0"``, ``"1"``, ... recorded ``gap`` seconds apart."""
+    return Recording(received=[Frame(int(i * gap * 1e9), str(i)) for i in range(count)])
+
+
+async def test_drop_connections_resets_without_a_close_handshake(recording: Recording) -> None:
+    venue = ReplayVenue(recording, pace="recorded", speed=1.0)  # 30 s: still playing
+    async with serving(venue), open_websocket_url(venue.ws_url) as ws:
+        await ws.send_message(SUBSCRIBE)
+        with trio.fail_after(10):
+            assert await ws.get_message() == recording.received[0].text
+        assert venue.drop_connections() == 1
+        with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await ws.get_message()
+        assert closed.value.reason.code == 1006  # abnormal closure: no close frame came
+        with trio.fail_after(5):
+            while venue.active_connections:
+                await trio.sleep(0.01)
+        assert venue.drops == 1
+
+
+async def test_drop_every_drops_each_connection_after_its_time(recording: Recording) -> None:
+    venue = ReplayVenue(recording, pace="recorded", speed=1.0, drop_every=0.3)
+    async with serving(venue):
+        for _ in range(2):
+            async with open_websocket_url(venue.ws_url) as ws:
+                await ws.send_message(SUBSCRIBE)
+                started = trio.current_time()
+                with trio.fail_after(5), pytest.raises(ConnectionClosed):
+                    while True:
+                        await ws.get_message()
+                assert trio.current_time() - started >= 0.25
+        assert venue.connections == venue.drops == 2
+        assert len(venue.connected_at) == 2
+
+
+async def test_stall_after_stops_sending_but_keeps_answering_pings() -> None:
+    rec = numbered(300, 0.01)  # 3 s of frames
+    venue = ReplayVenue(rec, pace="recorded", stall_after=0.3)
+    async with serving(venue), open_websocket_url(venue.ws_url) as ws:
+        await ws.send_message(SUBSCRIBE)
+        received = []
+        with trio.move_on_after(1.0):
+            while True:
+                received.append(await ws.get_message())
+        assert 10 <= len(received) <= 60, len(received)
+        assert received == [str(i) for i in range(len(received))]
+        assert len(venue.stalled_at) == 1
+        assert trio.current_time() - venue.stalled_at[0] >= 0.5  # silent since
+        with trio.fail_after(5):
+            await ws.ping()
+        assert not ws.closed
+        assert venue.active_connections == 1
+
+
+async def test_live_playback_lets_a_reconnect_join_where_the_feed_is() -> None:
+    rec = numbered(400, 0.01)  # 4 s
+    venue = ReplayVenue(rec, pace="recorded", live=True)
+    async with serving(venue):
+        assert venue.position == 0
+        async with open_websocket_url(venue.ws_url) as ws:
+            await ws.send_message(SUBSCRIBE)
+            with trio.fail_after(5):
+                first = [await ws.get_message() for _ in range(20)]
+        assert first == [str(i) for i in range(20)]
+        await trio.sleep(0.5)  # the feed goes on while nobody listens
+        async with open_websocket_url(venue.ws_url) as ws:
+            await ws.send_message(SUBSCRIBE)
+            with trio.fail_after(5):
+                second = [await ws.get_message() for _ in range(10)]
+        joined = int(second[0])
+        assert joined >= 60, "the second connection started over instead of joining"
+        assert second == [str(i) for i in range(joined, joined + 10)]
+        assert venue.position >= joined + 10
+        played = venue.frames_played()
+        assert played[:20] == first
+        assert set(second) <= set(played)
+        assert str(joined - 1) not in played[20:]  # what was due meanwhile was never sent
+
+
+async def test_cut_responses_cut_a_body_in_the_middle_once(recording: Recording) -> None:
+    nknusdt = next(r for r in recording.http if "symbol=NKNUSDT" in r.url).body.encode()
+    venue = ReplayVenue(recording, pace="fast", cut_responses=1)
+    async with serving(venue):
+        async with httpx.AsyncClient(base_url=venue.rest_url) as client:
+            with pytest.raises(httpx.TransportError):
+                await client.get("/api/v3/depth?symbol=NKNUSDT")
+            response = await client.get("/api/v3/depth?symbol=NKNUSDT")
+            assert response.content == nknusdt
+        assert venue.cuts == 1
+        assert venue.cut_responses == 0
+        # A cut may be armed again while serving.
+        venue.cut_responses = 1
+        port = int(venue.rest_url.rsplit(":", 1)[1])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"GET /api/v3/depth?symbol=NKNUSDT HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = b""
+        with trio.fail_after(5):
+            try:
+                while chunk := await stream.receive_some():
+                    raw += chunk
+            except trio.BrokenResourceError:
+                pass  # the reset
+        await stream.aclose()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert f"content-length: {len(nknusdt)}".encode() in head.lower()
+        assert body == nknusdt[: len(nknusdt) // 2]
+        assert venue.cuts == 2
+
+
+async def test_rest_responder_answers_before_the_recording(recording: Recording) -> None:
+    asked: list[tuple[str, str | None]] = []
+
+    def responder(path: str, symbol: str | None) -> bytes | None:
+        asked.append((path, symbol))
+        return b'{"computed":true}' if symbol == "NKNUSDT" else None
+
+    venue = ReplayVenue(recording, pace="fast", rest_responder=responder)
+    async with serving(venue), httpx.AsyncClient(base_url=venue.rest_url) as client:
+        computed = await client.get("/api/v3/depth?symbol=NKNUSDT&limit=1000")
+        recorded = await client.get("/api/v3/depth?symbol=LRCBTC&limit=1000")
+        unknown = await client.get("/api/v3/depth?symbol=BTCUSDT")
+    assert (computed.status_code, computed.json()) == (200, {"computed": True})
+    assert recorded.text == next(r.body for r in recording.http if "LRCBTC" in r.url)
+    assert unknown.status_code == 404
+    assert asked == [
+        ("/api/v3/depth", "NKNUSDT"),
+        ("/api/v3/depth", "LRCBTC"),
+        ("/api/v3/depth", "BTCUSDT"),
+    ]
+
+
 async def test_serve_reports_a_taken_port_as_oserror(recording: Recording) -> None:
     async with serving(ReplayVenue(recording)) as first, trio.open_nursery() as nursery:
         ws_port = int(first.ws_url.rsplit(":", 1)[1].removesuffix("/stream"))
@@ -271,6 +404,10 @@ async def test_serve_reports_a_taken_port_as_oserror(recording: Recording) -> No
         {"after_end": "reset"},
         {"host": "localhost"},
         {"ws_port": 70000},
+        {"live": True, "pace": "fast"},
+        {"drop_every": -1.0},
+        {"stall_after": float("nan")},
+        {"cut_responses": -1},
     ],
 )
 def test_invalid_options_are_rejected(recording: Recording, kwargs: dict[str, object]) -> None:
