@@ -295,7 +295,7 @@ class BinanceStreamCodec(Codec, Generic[S]):
         return self._shutdown_events(event_time, recv_ns)
 
     def _shutdown_events(self, event_time: int | None, recv_ns: int) -> list[MarketEvent]:
-        self._actions.append(Reconnect("server shutdown"))
+        self._actions.append(Reconnect("server shutdown", planned=True))
         detail = "venue announced a shutdown; reconnecting"
         ts_venue = None if event_time is None else event_time * NS_PER_MS
         return [self._status("server_shutdown", detail, recv_ns, ts_venue=ts_venue)]

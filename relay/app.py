@@ -171,8 +171,19 @@ class Relay:
                 venue, adapter.instruments, endpoints, subscriptions, health, events, http, rest
             )
         try:
-            codecs = adapter.make_codecs(
-                venue.id, subscriptions, endpoints, credentials=venue.credentials
+            supervisor = VenueSupervisor(
+                venue.id,
+                lambda: adapter.make_codecs(
+                    venue.id, subscriptions, endpoints, credentials=venue.credentials
+                ),
+                events=events,
+                http=http,
+                metrics=self.metrics,
+                health=health,
+                backoff=venue.backoff,
+                breaker=venue.circuit_breaker,
+                rest=rest,
+                liveness=venue.liveness,
             )
         except ValueError as exc:
             # What the instrument list changed (a symbol, a contract size) may be refused
@@ -182,17 +193,7 @@ class Relay:
             async with events:
                 await events.send([_status(venue.id, "venue_error", health.start_error)])
             return
-        supervisor = VenueSupervisor(
-            venue.id,
-            codecs,
-            events=events,
-            http=http,
-            metrics=self.metrics,
-            health=health,
-            backoff=venue.backoff,
-            breaker=venue.circuit_breaker,
-            rest=rest,
-        )
+        self.supervisors[venue.id] = supervisor
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervisor.run)
             if adapter.instruments is not None:

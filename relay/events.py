@@ -153,7 +153,9 @@ STATUS_KINDS = frozenset(
         "parse_error",
         "venue_error",  # the venue answered a request with an error
         "unknown_symbol",
-        "stale",
+        "stale",  # a stream (symbol, data type) went silent past its learned threshold
+        "fresh",  # a stale stream delivers again
+        "stalled",  # a connection delivered no data frame for the stall timeout; reopened
     }
 )
 

@@ -45,6 +45,9 @@ class VenueHealth:
     """Why the venue could not start (it stays ``stopped``, which is unhealthy)."""
     unknown_symbols: list[str] = field(default_factory=list)
     """Configured symbols the venue does not list (or lists as inactive): not subscribed."""
+    stale_streams: list[str] = field(default_factory=list)
+    """Streams of streaming connections silent beyond their threshold (``BTC-USDT/trade``);
+    reported only: a stale stream does not make the venue unhealthy."""
 
     @property
     def state(self) -> VenueState:
@@ -70,6 +73,7 @@ class VenueHealth:
             "reconnects": sum(c.reconnects for c in self.connections),
             "last_error": errors[-1] if errors else None,
             "unknown_symbols": self.unknown_symbols,
+            "stale_streams": self.stale_streams,
         }
 
 

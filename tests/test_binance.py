@@ -849,7 +849,7 @@ def test_server_shutdown_reconnects(frame: str) -> None:
     assert status.kind == "server_shutdown"
     assert status.ts_venue == 1770123456789 * 1_000_000
     assert status.symbol == ""
-    assert codec.actions() == [Reconnect("server shutdown")]
+    assert codec.actions() == [Reconnect("server shutdown", planned=True)]
     to_message(status)
 
 
