@@ -107,6 +107,9 @@ VenueId = Annotated[str, msgspec.Meta(pattern=VENUE_ID_PATTERN)]
 
 AuthMode = Literal["none", "token", "user_password", "nkey", "creds"]
 
+MAX_WORKERS = 64
+"""Upper bound of ``service.workers``: a typo (``600``) fails the config, not the host."""
+
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Base of every config table: unknown keys are errors, fields are keyword-only."""
@@ -125,6 +128,11 @@ class ServiceConfig(_Section, frozen=True, kw_only=True):
     ``<state_dir>/instruments/<venue id>.json`` (read by ``relay check``)."""
     instruments_refresh_secs: PositiveInt = 6 * 3600
     """How often each venue's instrument list is fetched again while running."""
+    workers: Annotated[int, msgspec.Meta(ge=1, le=MAX_WORKERS)] = 1
+    """Relay processes. ``1`` runs everything in this process; more makes ``relay run`` a
+    parent that shards the enabled venues over that many worker processes (at most one per
+    venue; see :mod:`relay.workers`) and serves their aggregated ``/health`` and
+    ``/metrics`` on ``[http]``."""
 
 
 class TlsConfig(_Section, frozen=True, kw_only=True):
@@ -833,7 +841,10 @@ def _subjects_overlap(first: str, second: str) -> bool:
 
 
 def _check_url(url: str, schemes: Sequence[str], key_path: KeyPath) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "Invalid IPv6 URL": a config error, not a traceback
+        raise _Invalid(key_path, f"{_redact_url(url)!r} is not a valid URL") from None
     if parts.scheme not in schemes or not parts.netloc:
         kinds = ", ".join(f"{scheme}://" for scheme in schemes[:-1]) + f" or {schemes[-1]}://"
         raise _Invalid(key_path, f"{_redact_url(url)!r} is not a {kinds} URL")
@@ -1033,6 +1044,7 @@ def plan_text(config: Config) -> str:
     lines.append(
         f"service {service.name}: log {service.log_level} ({service.log_format}), "
         f"shutdown timeout {service.shutdown_timeout_ms} ms"
+        + (f", {service.workers} worker processes" if service.workers > 1 else "")
     )
     lines.append(f"http: {http.bind}:{http.port}")
     tls = "on" if nats.tls.enabled else "off"
@@ -1109,12 +1121,19 @@ def plan_text(config: Config) -> str:
     return "\n".join(lines)
 
 
+_URL_AUTHORITY = re.compile(r"^(?:[^/]*//)?(?P<authority>[^/?#]*)")
+"""Where a URL's user info can be: after the first ``//`` (if no ``/`` precedes it), up to
+the path. Also for text that is not a URL (``user:pw@host``, ``nats//user:pw@host``)."""
+
+
 def _redact_url(url: str) -> str:
-    """``url`` with any user info (a token, user or password) replaced by ``***``."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+    """``url`` with any user info (a token, user or password) replaced by ``***``, also
+    when ``url`` is malformed (an error message quotes what the user wrote)."""
+    match = _URL_AUTHORITY.match(url)
+    assert match is not None  # the pattern matches any text
+    start, end = match.span("authority")
+    at = url.rfind("@", start, end)
+    return url if at < 0 else f"{url[:start]}***{url[at:]}"
 
 
 def _duration(seconds: int, zero: str = "unlimited") -> str:
