@@ -29,7 +29,7 @@ import structlog
 import trio
 
 import adapters
-from relay import catalogs
+from relay import catalogs, redact
 from relay.codec import Adapter, Endpoints, Subscription
 from relay.config import (
     Config,
@@ -102,7 +102,14 @@ class Relay:
             )
             log.info("sidecar listening", urls=urls)
             async with trio.open_nursery() as pipeline:
-                await pipeline.start(self.publisher.run, outage_buffer)
+                # Until NATS answers, a stop ends the start-up: nothing has been read yet.
+                with trio.CancelScope() as startup:
+                    root.start_soon(_cancel_when_set, stop, startup)
+                    await pipeline.start(self.publisher.run, outage_buffer)
+                if startup.cancelled_caught:
+                    log.info("stopped before NATS answered; nothing was read")
+                    root.cancel_scope.cancel()
+                    return
                 log.info("streams provisioned; publishing")
                 pipeline.start_soon(
                     Normalizer(self.metrics, pipeline_cfg.batch_max).run, events_out, outage_buffer
@@ -303,6 +310,11 @@ class Relay:
         return [sub for sub in resolved if sub.native_symbol not in missing]
 
 
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
 def _status(venue: str, kind: str, detail: str, native: str = "") -> VenueStatus:
     return VenueStatus(
         venue=venue,
@@ -311,5 +323,6 @@ def _status(venue: str, kind: str, detail: str, native: str = "") -> VenueStatus
         ts_venue=None,
         ts_recv=time.time_ns(),
         kind=kind,
-        detail=detail,
+        # Published: errors in it may carry credentials (an httpx error names its URL).
+        detail=redact.active().redact(detail),
     )

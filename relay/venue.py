@@ -36,6 +36,7 @@ import structlog
 import tenacity
 import trio
 
+from relay import redact
 from relay.breaker import CircuitBreaker
 from relay.codec import Codec, Endpoints, FetchSnapshot, Reconnect, SendFrame
 from relay.config import BackoffConfig, BreakerConfig, LivenessConfig
@@ -515,7 +516,8 @@ class VenueSupervisor:
             ts_venue=None,
             ts_recv=time.time_ns(),
             kind=kind,
-            detail=detail,
+            # Published: URLs and errors in it may carry credentials.
+            detail=redact.active().redact(detail),
         )
 
     async def _emit(

@@ -60,3 +60,24 @@ async def test_a_venue_that_cannot_start_leaves_the_others_running(
             while not relay.health.shutting_down:
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_stop_before_nats_answers_ends_the_start_up(tmp_path: Path) -> None:
+    # A port nothing listens on: the publisher keeps trying to connect, forever.
+    venue = ReplayVenue(load(CAPTURE), pace="fast")
+    async with trio.open_nursery() as outer:
+        await outer.start(venue.serve)
+        closed = f"nats://127.0.0.1:{free_port()}"
+        path = write_config(tmp_path / "relay.toml", closed, venue, free_port())
+        relay = Relay(load_config(path))
+        stop = trio.Event()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(relay.run, stop)
+                await trio.sleep(0.5)
+                assert not relay.publisher.connected and not relay.health.venues
+                stop.set()
+                start = trio.current_time()
+        print(f"relay.run returned {trio.current_time() - start:.2f} s after the stop")
+        assert venue.connections == 0
+        outer.cancel_scope.cancel()
