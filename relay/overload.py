@@ -19,7 +19,11 @@ When a message does not fit, the overload policy of its data type decides:
     a book delta is dropped as ``overflow``, and so is every later delta of that book (as
     ``resync``) until a snapshot of it comes: a consumer never sees a delta whose
     predecessor is missing. ``on_resync`` asks the venue for that fresh snapshot at once.
-    Snapshots are always taken in, over ``capacity`` if need be (one per book at most).
+    Snapshots are always taken in, over ``capacity`` if need be, and deltas are measured
+    against ``capacity`` without the waiting snapshots, so that the deltas following a
+    snapshot are not lost to it. A snapshot that comes while an older one of its book still
+    waits supersedes it and everything of that book queued after it (dropped as
+    ``superseded``): at most one snapshot per book waits.
 
 Messages leave in the order they came, a conflated one at the place of the first message
 its slot took in. Every drop is counted in ``relay_dropped_messages{type, reason}``.
@@ -72,6 +76,8 @@ class OutageBuffer:
         self._queue: deque[OutMessage | str] = deque()
         self._slots: dict[str, OutMessage] = {}
         self._resyncing: set[str] = set()
+        self._snapshots_waiting: dict[str, int] = {}
+        self._snapshot_bytes = 0
         self._bytes = 0
         self._closed = False
         self._room = trio.Event()
@@ -151,16 +157,40 @@ class OutageBuffer:
         subject = m.subject
         if _SNAPSHOT_ID_MARK in m.msg_id:
             self._resyncing.discard(subject)
+            if self._snapshots_waiting.get(subject):
+                self._supersede(subject)
+            self._snapshots_waiting[subject] = self._snapshots_waiting.get(subject, 0) + 1
+            self._snapshot_bytes += len(m.payload)
             self._append(m)
         elif subject in self._resyncing:
             self._drop_many([m], RESYNC)
-        elif self._bytes + len(m.payload) <= self._capacity:
+        elif self._bytes - self._snapshot_bytes + len(m.payload) <= self._capacity:
             self._append(m)
         else:
             self._resyncing.add(subject)
             self._drop_many([m], "overflow")
             _, venue, token, _ = subject.split(".", 3)
             self._on_resync(venue, symbol_from_token(token), "outage buffer full")
+
+    def _supersede(self, subject: str) -> None:
+        """Drop every queued message of this book: a newer snapshot replaces them all.
+
+        A sweep of the whole queue, but only when a second snapshot of a book comes before
+        the first went out, which the venues' REST limits and resubscribe rates keep rare.
+        """
+        kept: deque[OutMessage | str] = deque()
+        gone: list[OutMessage] = []
+        for item in self._queue:
+            if type(item) is not str and item.subject == subject:
+                gone.append(item)
+            else:
+                kept.append(item)
+        self._queue.clear()  # in place: get() may hold a reference while it waits
+        self._queue.extend(kept)
+        self._bytes -= sum(len(m.payload) for m in gone)
+        self._snapshot_bytes -= sum(len(m.payload) for m in gone if _SNAPSHOT_ID_MARK in m.msg_id)
+        self._snapshots_waiting[subject] = 0
+        self._drop_many(gone, "superseded")
 
     # ------------------------------------------------------------------ consumer side
 
@@ -177,10 +207,14 @@ class OutageBuffer:
         taken: list[OutMessage] = []
         slots = self._slots
         size = 0
+        waiting = self._snapshots_waiting
         for _ in range(n):
             item = queue.popleft()
             if type(item) is str:
                 item = slots.pop(item)
+            elif waiting and _SNAPSHOT_ID_MARK in item.msg_id:
+                waiting[item.subject] -= 1
+                self._snapshot_bytes -= len(item.payload)
             size += len(item.payload)
             taken.append(item)
         self._bytes -= size
@@ -192,6 +226,8 @@ class OutageBuffer:
         """Empty the buffer without waiting: what is left when the publisher stops."""
         taken = [self._slots.pop(i) if type(i) is str else i for i in self._queue]
         self._queue.clear()
+        self._snapshots_waiting.clear()
+        self._snapshot_bytes = 0
         self._bytes = 0
         self._room.set()
         self._gauges()

@@ -473,8 +473,6 @@ class VenueSupervisor:
                             await ws.ping()
                         ping_at = trio.current_time() + IDLE_PING_AFTER
                         continue
-                    last_data = trio.current_time()
-                    ping_at = last_data + IDLE_PING_AFTER
                     batch: list[MarketEvent] = []
                     for frame in frames:
                         batch += codec.receive(frame, time.time_ns())
@@ -490,6 +488,10 @@ class VenueSupervisor:
                         health.state = "streaming"
                         health.last_error = None
                     await self._emit(slot, conn, batch, nursery)
+                    # Silence counts from here: while the emit waited (backpressure from a
+                    # full outage buffer), frames queued up unread; that is no stall.
+                    last_data = trio.current_time()
+                    ping_at = last_data + IDLE_PING_AFTER
         except BaseException as exc:
             # Nurseries wrap what ended the connection in exception groups; act on the cause.
             cause = _cause(exc)

@@ -19,12 +19,17 @@ actually sent, by Binance's documented fields.
    buffer: every trade stored, tickers conflated and counted, memory bounded.
 5. Two relays on one feed into one stream: every event stored exactly once, the other copy
    acknowledged as a duplicate.
+6. JetStream slow as in 4, with book diffs too and live REST snapshots: book deltas that do
+   not fit are dropped and their books rebuilt from fresh snapshots; what JetStream holds is
+   a valid chain per symbol (no delta whose predecessor is missing, never crossed, ending on
+   the feed's final book), and every trade is still stored.
 
 Each test prints its figures (``pytest -s`` shows them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 from collections import Counter, defaultdict
@@ -527,3 +532,215 @@ async def test_two_relays_on_one_feed_store_every_event_exactly_once(
     assert tickers == sent.tickers
     assert sum(dups) == events
     assert sum(published) >= events  # the data events once, plus each relay's own statuses
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Slow JetStream with books
+
+BOOKS_FEED_SECS = 10
+
+
+async def test_slow_jetstream_with_books_drops_deltas_resyncs_books_and_keeps_every_trade(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    nats = nats_server
+    # Per second ~640 depth diffs, ~300 tickers and ~57 trades, against at most
+    # PUBLISH_WINDOW / ACK_DELAY = 320 PubAcks/s through the proxy: the outage buffer fills
+    # within a second, and the book deltas that no longer fit are dropped.
+    feed = binance_feed(rate=1000, seconds=BOOKS_FEED_SECS, trades_per_pass=16)
+    total = len(feed.received)
+    books = LiveBooks(feed, lambda: venue.position)
+    venue = ReplayVenue(feed, pace="recorded", live=True, rest_responder=books)
+    proxy = SlowProxy(nats.port, down_delay=ACK_DELAY)
+    http_port = free_port()
+    base = f"http://127.0.0.1:{http_port}"
+    log = tmp_path / "relay.log"
+    peak_buffer = 0.0
+    peak_rss = 0.0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(venue.serve)
+        await nursery.start(proxy.serve)
+        config = write_config(
+            tmp_path / "relay.toml",
+            nats_url=proxy.url,
+            ws_url=venue.ws_url,
+            rest_url=venue.rest_url,
+            http_port=http_port,
+            nats=f"publish_window = {PUBLISH_WINDOW}",
+            pipeline=f"outage_buffer_bytes = {OUTAGE_BUFFER}",
+        )
+        async with relay_process(config, log) as proc, httpx.AsyncClient() as http:
+
+            async def sample_memory() -> None:
+                nonlocal peak_buffer, peak_rss
+                while True:
+                    try:
+                        peak_rss = max(peak_rss, rss_mb(proc.pid))
+                    except OSError:
+                        return
+                    with contextlib.suppress(httpx.HTTPError):  # the sidecar may not be up
+                        text = (await http.get(f"{base}/metrics")).text
+                        buffered = metric_sum(text, "relay_outage_buffer_bytes")
+                        peak_buffer = max(peak_buffer, buffered)
+                    await trio.sleep(0.25)
+
+            nursery.start_soon(sample_memory)
+            began = trio.current_time()
+
+            def feed_done() -> bool:
+                # Live: the feed's clock runs on while the trades' backpressure holds the
+                # relay's reader back; the venue then sends what it fell behind on back to
+                # back. (A reconnect would lose what was due meanwhile: then the clock says.)
+                sent_all = venue.frames_sent >= total or venue.connections > 1
+                return venue.position == total and sent_all
+
+            assert await wait_until(feed_done, 90), (
+                f"the feed did not finish: {venue.frames_sent}/{total}\n{log.read_text()[-3000:]}"
+            )
+            with trio.fail_after(60):
+                await settled(http, base, frames=lambda: venue.frames_sent)
+            took = trio.current_time() - began
+            metrics = (await http.get(f"{base}/metrics")).text
+            await stop(proc, log)
+        nursery.cancel_scope.cancel()
+
+    sent = sent_events(venue.frames_played())
+    feed_diffs = sent_events(feed_texts(feed)).diffs
+    diffs_by_u = {symbol: {d["u"]: d for d in diffs} for symbol, diffs in feed_diffs.items()}
+    trades = await read_stream(nats.url, "MARKET_TRADES")
+    stored_books = await read_stream(nats.url, "MARKET_BOOKS")
+    statuses = bodies(await read_stream(nats.url, STATUS_STREAM))
+    stored_trades = {(b["native_symbol"], b["trade_id"]) for b in bodies(trades)}
+    per_symbol: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for body in bodies(stored_books):
+        per_symbol[body["native_symbol"]].append(body)
+    # The books the relay was asked to rebuild because the outage buffer dropped a delta.
+    overflowed = Counter(
+        s["native_symbol"]
+        for s in statuses
+        if s["kind"] == "book_resync" and "outage buffer full" in s["detail"]
+    )
+
+    # The book each symbol ends with on the venue: the recorded snapshot and every diff.
+    final_books: dict[str, tuple[Book, int]] = {}
+    for h in feed.http:
+        if "/api/v3/depth" in h.url:
+            snapshot = _decode(h.body)
+            symbol = h.url.split("symbol=")[1].split("&")[0]
+            book = Book(snapshot["bids"], snapshot["asks"])
+            last_id = snapshot["lastUpdateId"]
+            for diff in feed_diffs[symbol]:
+                if diff["u"] > last_id:
+                    book.apply(diff["b"], diff["a"])
+                    last_id = diff["u"]
+            final_books[symbol] = (book, last_id)
+
+    figures: dict[str, dict[str, int]] = {}
+    for symbol in SYMBOLS:
+        messages = per_symbol[symbol]
+        assert messages, f"nothing stored for {symbol}"
+        assert messages[0]["type"] == "l2_snapshot", f"{symbol}: a delta before any snapshot"
+        rebuilt: Book | None = None
+        last = 0
+        after_snapshot = False
+        counts = Counter[str]()
+        skipped = 0  # diffs a later snapshot stood in for: the deltas dropped before it
+        for body in messages:
+            counts[body["type"]] += 1
+            if body["type"] == "l2_snapshot":
+                assert body["sequence"] in books.served[symbol], "a snapshot the venue never sent"
+                assert body["sequence"] >= last, f"{symbol}: a snapshot older than the book"
+                if rebuilt is not None:
+                    skipped += sum(last < u <= body["sequence"] for u in diffs_by_u[symbol])
+                rebuilt = Book(body["bids"], body["asks"])
+                last, after_snapshot = body["sequence"], True
+            else:
+                assert body["type"] == "l2_delta"
+                assert rebuilt is not None
+                first, seq = body["first_sequence"], body["sequence"]
+                # Its predecessor is the latest snapshot or delta stored: none is missing.
+                assert body["prev_sequence"] == last, f"{symbol}: chain broken at {body}"
+                if after_snapshot:
+                    assert first <= last + 1 <= seq, f"{symbol}: delta does not bridge {last}"
+                else:
+                    assert first == last + 1, f"{symbol}: gap after {last}: {body}"
+                diff = diffs_by_u[symbol][seq]
+                assert (first, body["bids"], body["asks"]) == (diff["U"], diff["b"], diff["a"])
+                rebuilt.apply(body["bids"], body["asks"])
+                last, after_snapshot = seq, False
+            assert rebuilt is not None
+            bid, ask = rebuilt.best()
+            assert bid is None or ask is None or bid < ask, f"{symbol} crossed: {bid} >= {ask}"
+        assert rebuilt is not None
+        final, final_id = final_books[symbol]
+        figures[symbol] = {
+            "snapshots": counts["l2_snapshot"],
+            "deltas": counts["l2_delta"],
+            "diffs skipped by a snapshot": skipped,
+            "overflow resyncs asked": overflowed[symbol],
+            "snapshots served": len(books.served[symbol]),
+        }
+        # Whatever was dropped on the way, the stored book ends where the venue's does.
+        assert (last, rebuilt.levels()) == (final_id, final.levels()), (
+            f"{symbol}: the stored book ends at {last}, the venue's at {final_id}"
+        )
+
+    drops = {
+        (s.labels["type"], s.labels["reason"]): s.value
+        for s in metric_samples(metrics, "relay_dropped_messages_total")
+    }
+    overflow = drops.get(("l2_orderbook", "overflow"), 0)
+    resync_drops = drops.get(("l2_orderbook", "resync"), 0)
+    trade_drops = metric_sum(metrics, "relay_dropped_messages_total", type="trade")
+    resync_requests = metric_sum(metrics, "relay_resync_requests_total", venue="binance")
+    snapshot_requests = metric_by_label(metrics, "relay_snapshot_requests_total", "outcome")
+    book_resyncs = metric_sum(metrics, "relay_book_resyncs_total", venue="binance")
+    gaps = metric_sum(metrics, "relay_book_gaps_total", venue="binance")
+    stale = metric_sum(metrics, "relay_stale_deltas_dropped_total", venue="binance")
+    served = sum(len(s) for s in books.served.values())
+    diffs_sent = sum(map(len, sent.diffs.values()))
+    deltas_stored = sum(f["deltas"] for f in figures.values())
+    kinds = Counter(s["kind"] for s in statuses)
+    print(
+        f"\nproxy: PubAcks delayed {ACK_DELAY} s, publish_window {PUBLISH_WINDOW}, "
+        f"outage_buffer_bytes {OUTAGE_BUFFER} (peak sampled {peak_buffer:.0f}); "
+        f"{proxy.bytes_up} bytes up, {proxy.bytes_down} down\n"
+        f"feed: {total} frames in {took:.1f} s (paced for {total / 1000:.0f} s), "
+        f"{venue.frames_sent} sent on {venue.connections} connection(s)\n"
+        f"trades sent: {len(sent.trades)}, stored: {len(trades)}\n"
+        f"depth diffs sent: {diffs_sent}, deltas stored: {deltas_stored}, "
+        f"relay_stale_deltas_dropped_total: {stale:.0f}\n"
+        f"book messages stored: {len(stored_books)}; per symbol: {figures}\n"
+        f"relay_dropped_messages_total: {drops}\n"
+        f"relay_resync_requests_total: {resync_requests:.0f}, "
+        f"relay_snapshot_requests_total: {snapshot_requests}, REST snapshots served: "
+        f"{served}, relay_book_resyncs_total: {book_resyncs:.0f}, "
+        f"relay_book_gaps_total: {gaps:.0f}\n"
+        f"status events: {dict(kinds)}\n"
+        f"relay peak RSS: {peak_rss:.1f} MB (limit {RSS_LIMIT_MB:.0f} MB)"
+    )
+    assert venue.connections == 1, "the relay reconnected"
+    # Trades: backpressure, never dropped.
+    assert stored_trades == sent.trades
+    assert len(trades) == len(sent.trades)
+    assert trade_drops == 0
+    # Book deltas that did not fit were dropped, and so were the later ones of their books
+    # until a fresh snapshot came.
+    assert overflow > 0
+    assert resync_drops > 0
+    assert resync_requests >= sum(overflowed.values()) > 0
+    # Each overflow asked the venue for a snapshot: more than the first one per book.
+    assert snapshot_requests.get("ok", 0) >= len(SYMBOLS) + len(overflowed)
+    assert served >= len(SYMBOLS) + len(overflowed)
+    for symbol in overflowed:
+        assert len(books.served[symbol]) >= 2, (symbol, figures[symbol])
+        assert figures[symbol]["snapshots"] >= 2, (symbol, figures[symbol])
+    holes = {symbol for symbol, f in figures.items() if f["diffs skipped by a snapshot"]}
+    assert holes and holes <= set(overflowed), (holes, overflowed)
+    assert gaps == 0  # the venue never skipped a diff: every resync was the buffer's doing
+    # Every diff sent is stored as a delta, or counted: dropped by the outage buffer, or by
+    # the codec as older than the snapshot that stood in for it.
+    assert deltas_stored + overflow + resync_drops + stale == diffs_sent
+    assert duplicates(trades) == 0
+    assert duplicates(stored_books) == 0
+    assert 0 < peak_rss < RSS_LIMIT_MB

@@ -115,16 +115,17 @@ async def test_a_book_delta_that_does_not_fit_resyncs_that_book() -> None:
     buffer, metrics, resyncs = make(30)
     await buffer.put([msg("snapshot", 1), msg("l2_orderbook", 2), msg("trade", 3)])
     with trio.fail_after(1):  # never waits
-        await buffer.put([msg("l2_orderbook", 4), msg("l2_orderbook", 5)])
+        # The first fits (the waiting snapshot does not count for deltas), the next not.
+        await buffer.put([msg("l2_orderbook", 4), msg("l2_orderbook", 5), msg("l2_orderbook", 6)])
     assert dropped(metrics, "l2_orderbook", "overflow") == 1
     assert dropped(metrics, "l2_orderbook", "resync") == 1
     assert resyncs.asked == [("bin", "BTC-USDT", "outage buffer full")]
     await buffer.get(10)
     # Room again, but deltas of that book stay out until its snapshot: no delta whose
     # predecessor is missing ever goes out.
-    await buffer.put([msg("l2_orderbook", 6), msg("snapshot", 7), msg("l2_orderbook", 8)])
+    await buffer.put([msg("l2_orderbook", 7), msg("snapshot", 8), msg("l2_orderbook", 9)])
     assert dropped(metrics, "l2_orderbook", "resync") == 2
-    assert ids(await buffer.get(10)) == ["bin:btc-usdt:l2s:7", "bin:btc-usdt:l2d:8"]
+    assert ids(await buffer.get(10)) == ["bin:btc-usdt:l2s:8", "bin:btc-usdt:l2d:9"]
     assert len(resyncs.asked) == 1
 
 
@@ -181,3 +182,30 @@ async def test_take_all_empties_it_slots_included() -> None:
     await buffer.put([msg("trade", 1), msg("ticker", 2), msg("ticker", 3)])
     assert ids(buffer.take_all()) == ["bin:btc-usdt:trade:1", "bin:btc-usdt:ticker:3"]
     assert buffer.bytes == 0 and len(buffer) == 0
+
+
+async def test_a_newer_snapshot_supersedes_a_waiting_one_and_what_followed_it() -> None:
+    buffer, metrics, resyncs = make(30)
+    other = msg("l2_orderbook", 2, symbol="eth-usdt")
+    await buffer.put([msg("trade", 1), other, msg("snapshot", 3, size=100)])
+    # Deltas are measured without the waiting snapshot: this one fits.
+    await buffer.put([msg("l2_orderbook", 4)])
+    assert buffer.bytes == 130
+    # Now it is full: this delta overflows, and the resync's snapshot comes while the first
+    # still waits. The first and the delta behind it are superseded.
+    await buffer.put([msg("l2_orderbook", 5), msg("snapshot", 6, size=100)])
+    assert dropped(metrics, "l2_orderbook", "overflow") == 1
+    assert dropped(metrics, "l2_orderbook", "superseded") == 2
+    assert len(resyncs.asked) == 1
+    assert buffer.bytes == 10 + 10 + 100
+    await buffer.put([msg("l2_orderbook", 7)])  # after the newer snapshot: kept
+    assert ids(await buffer.get(10)) == [
+        "bin:btc-usdt:trade:1",
+        "bin:eth-usdt:l2d:2",
+        "bin:btc-usdt:l2s:6",
+        "bin:btc-usdt:l2d:7",
+    ]
+    # Gone out: the next snapshot of that book supersedes nothing.
+    await buffer.put([msg("snapshot", 8)])
+    assert dropped(metrics, "l2_orderbook", "superseded") == 2
+    assert buffer.bytes == 10
