@@ -5,7 +5,8 @@
   (args into request frames);
 * numbers: :func:`scale_size` and :func:`scale_levels` turn contracts into base units
   with exact :class:`~decimal.Decimal` arithmetic; for venues that send JSON numbers,
-  decoded as ``Decimal``, :func:`check_finite` rejects NaN and infinities and
+  decoded as ``Decimal``, :func:`check_finite` rejects NaN, infinities and absurd
+  exponents (:func:`check_levels_magnitude` the latter in book levels) and
   :func:`decimal_text` writes the number back as plain text;
 * symbols: :func:`split_quote` splits an undelimited pair (``BTCUSDT``) at a known quote
   asset;
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from decimal import Decimal
-from typing import TypeVar, overload
+from typing import Final, TypeVar, overload
 
 from relay.codec import Subscription
 from relay.events import DataType, Level
@@ -28,6 +29,7 @@ from relay.events import DataType, Level
 __all__ = [
     "check_data_types",
     "check_finite",
+    "check_levels_magnitude",
     "chunks",
     "decimal_text",
     "merge_subscriptions",
@@ -138,16 +140,36 @@ def scale_levels(levels: list[Level], contract_size: Decimal | None) -> list[Lev
     return [(price, format(Decimal(size) * contract_size, "f")) for price, size in levels]
 
 
+MAX_MAGNITUDE: Final = 100
+"""Decimal exponents (of the leading digit) a venue number may have, either way: no price or
+size needs more. ``1E+999999999`` is finite, but its plain text (``format(d, "f")``, and so
+every checksum and published level) would take a gigabyte."""
+
+
 def check_finite(*values: Decimal | None) -> None:
-    """Raise ``ValueError`` for a NaN or infinite value (``None`` passes).
+    """Raise ``ValueError`` for a NaN or infinite value, or one beyond
+    :data:`MAX_MAGNITUDE` (``None`` passes).
 
     For the ``__post_init__`` of Structs with ``Decimal`` fields: msgspec also accepts a
     JSON *string* for a Decimal, so ``"NaN"`` could get in; raised there, the ValueError
     becomes a decode error.
     """
     for value in values:
-        if value is not None and not value.is_finite():
-            raise ValueError(f"not a finite number: {value}")
+        if value is not None and (
+            not value.is_finite() or not -MAX_MAGNITUDE <= value.adjusted() <= MAX_MAGNITUDE
+        ):
+            raise ValueError(f"not a finite number of sane magnitude: {str(value)[:40]}")
+
+
+def check_levels_magnitude(levels: Iterable[tuple[Decimal, Decimal]]) -> None:
+    """:func:`check_finite`'s magnitude bound on decoded book levels (which
+    :func:`relay.book.parse_levels` and :func:`relay.book.levels_valid` let through)."""
+    for price, size in levels:
+        if not (
+            -MAX_MAGNITUDE <= price.adjusted() <= MAX_MAGNITUDE
+            and -MAX_MAGNITUDE <= size.adjusted() <= MAX_MAGNITUDE
+        ):
+            raise ValueError(f"a level of absurd magnitude: {str(price)[:40]} {str(size)[:40]}")
 
 
 @overload

@@ -84,6 +84,7 @@ import msgspec
 
 from adapters._common import (
     check_finite,
+    check_levels_magnitude,
     chunks,
     decimal_text,
     merge_subscriptions,
@@ -219,6 +220,7 @@ class _Book(msgspec.Struct, gc=False):
     ts: int = msgspec.field(default=0, name="__ts")
 
     def __post_init__(self) -> None:
+        check_levels_magnitude((lv.price, lv.size) for lv in (*self.bids, *self.asks))
         self.ts = rfc3339_ns(self.time)
 
 

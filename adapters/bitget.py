@@ -59,6 +59,7 @@ import msgspec
 
 from adapters._common import (
     check_data_types,
+    check_levels_magnitude,
     chunks,
     merge_subscriptions,
     pack,
@@ -261,6 +262,9 @@ class _Book(msgspec.Struct, gc=False):
         self.wire_asks = price_size(self.asks)
         self.book_bids = parse_levels(self.wire_bids)
         self.book_asks = parse_levels(self.wire_asks)
+        # The checksum writes the book's numbers out: 1E+999999999 would take a gigabyte.
+        check_levels_magnitude(self.book_bids)
+        check_levels_magnitude(self.book_asks)
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)

@@ -91,6 +91,7 @@ import msgspec
 from adapters._common import (
     check_data_types,
     check_finite,
+    check_levels_magnitude,
     chunks,
     decimal_text,
     merge_subscriptions,
@@ -284,16 +285,16 @@ _RawLevel = tuple[Literal["new", "change", "delete"], Decimal, Decimal]
 
 def _levels(raw: list[_RawLevel]) -> tuple[list[Level], list[BookLevel]]:
     """Published text levels and the book's Decimal levels; ``delete`` is size zero."""
-    text: list[Level] = []
     book: list[BookLevel] = []
     zero = Decimal(0)
     for action, price, amount in raw:
         if action == "delete" and amount:
             amount = zero  # the venue sends 0 with a delete; a delete always removes
-        text.append((format(price, "f"), format(amount, "f")))
         book.append((price, amount))
     if not levels_valid(book):
         raise ValueError("a level has a non-finite price or a non-finite or negative size")
+    check_levels_magnitude(book)  # before format(): 1E+999999999 would take a gigabyte
+    text = [(format(price, "f"), format(amount, "f")) for price, amount in book]
     return text, book
 
 

@@ -397,7 +397,11 @@ class HyperliquidCodec(Codec):
         bids: list[Level] = [(lv.px, scale_size(lv.sz, cs)) for lv in book.levels[0]]
         asks: list[Level] = [(lv.px, scale_size(lv.sz, cs)) for lv in book.levels[1]]
         # parse_levels also rejects negative sizes, which check_num lets through.
-        coin.book.apply_snapshot(parse_levels(bids), parse_levels(asks))
+        try:
+            book_bids, book_asks = parse_levels(bids), parse_levels(asks)
+        except ValueError as exc:  # not raised while decoding: not a bad_frame_errors
+            return [self._parse_error(f"l2Book: {exc}", recv_ns)]
+        coin.book.apply_snapshot(book_bids, book_asks)
         if crossing := coin.book.crossing():
             return [self._resync(coin, f"l2Book time={book.time} crossed: {crossing}", recv_ns)]
         coin.book_time = book.time

@@ -57,6 +57,7 @@ import msgspec
 from adapters._common import (
     check_data_types,
     check_finite,
+    check_levels_magnitude,
     chunks,
     decimal_text,
     merge_subscriptions,
@@ -161,6 +162,8 @@ class _Book(msgspec.Struct, gc=False):
         self.book_asks = [(lv.price, lv.qty) for lv in self.asks]
         if not (levels_valid(self.book_bids) and levels_valid(self.book_asks)):
             raise ValueError("a level has a non-finite price or a non-finite or negative qty")
+        check_levels_magnitude(self.book_bids)
+        check_levels_magnitude(self.book_asks)
         if self.checksum is not None and not 0 <= self.checksum <= 0xFFFF_FFFF:
             raise ValueError("checksum is not an unsigned 32-bit integer")
         self.ts_ns = rfc3339_ns(self.timestamp)

@@ -60,6 +60,7 @@ import msgspec
 
 from adapters._common import (
     check_data_types,
+    check_levels_magnitude,
     chunks,
     merge_subscriptions,
     price_size,
@@ -272,6 +273,9 @@ class _Book(msgspec.Struct, gc=False):
         self.wire_asks = price_size(self.asks)
         self.book_bids = parse_levels(self.wire_bids)
         self.book_asks = parse_levels(self.wire_asks)
+        # The checksum writes the book's numbers out: 1E+999999999 would take a gigabyte.
+        check_levels_magnitude(self.book_bids)
+        check_levels_magnitude(self.book_asks)
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -456,7 +460,7 @@ class OkxCodec(Codec):
             return [self._status("venue_error", f"code {env.code}: {env.msg}", recv_ns)]
         if event == "notice":
             if str(env.code) == _SHUTDOWN_CODE:
-                self._actions.append(Reconnect("service upgrade notice 64008"))
+                self._actions.append(Reconnect("service upgrade notice 64008", planned=True))
                 detail = f"notice {env.code}: {env.msg}; reconnecting"
                 return [self._status("server_shutdown", detail, recv_ns)]
             return [self._status("venue_error", f"notice {env.code}: {env.msg}", recv_ns)]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 import msgspec
@@ -162,14 +162,23 @@ class Codec(abc.ABC):
 
         Counts the frame (``counters.frames``) and hands it to :meth:`_receive`. An
         exception out of that becomes a ``parse_error`` status (``counters.parse_errors``)
-        rather than kill the connection: ``bad frame: …`` for :attr:`bad_frame_errors`,
-        ``internal error: …`` for anything else.
+        rather than kill the connection: ``bad frame: …`` for :attr:`bad_frame_errors`, for
+        a binary frame that is not UTF-8, for nesting too deep to decode and for decimal
+        arithmetic failing on absurd numbers; ``internal error: …`` for anything else.
         """
         self.counters.frames += 1
         try:
+            if type(data) is not str:
+                # A binary frame is JSON only as UTF-8: msgspec does not check the bytes of
+                # what it skips (unknown keys, Raw payloads), so check them all here.
+                data = data.decode()
             return self._receive(data, recv_ns)
         except self.bad_frame_errors as exc:
             return [self._parse_error(f"bad frame: {exc}", recv_ns)]
+        except (UnicodeDecodeError, RecursionError, DecimalException) as exc:
+            # Not UTF-8; nested deeper than the decoder goes; a number too large or too
+            # precise for decimal arithmetic (``1E+999999999`` times a contract size).
+            return [self._parse_error(f"bad frame: {type(exc).__name__}: {exc}", recv_ns)]
         except Exception as exc:
             return [self._parse_error(f"internal error: {type(exc).__name__}: {exc}", recv_ns)]
 

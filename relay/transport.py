@@ -125,8 +125,13 @@ def _close_reason(exc: ConnectionClosed) -> str:
         reason = f"closed by us: {exc.sent.code} {exc.sent.reason}".strip()
     else:
         reason = "connection lost without a closing handshake"
-    if exc.__cause__ is not None:
-        reason += f" ({type(exc.__cause__).__name__}: {exc.__cause__})"
+    cause = exc.__cause__
+    if cause is not None:
+        # The close reason often is the cause's message (1009 "frame with N bytes exceeds
+        # limit of M bytes" for PayloadTooBig): name the cause then, without repeating it.
+        text = str(cause)
+        detail = "" if text and text in reason else f": {text}"
+        reason += f" ({type(cause).__name__}{detail})"
     return reason
 
 

@@ -630,7 +630,7 @@ def test_upgrade_notice_reconnects() -> None:
     )
     [status] = codec.receive(notice, 9)
     assert status.kind == "server_shutdown" and status.symbol == ""
-    assert codec.actions() == [Reconnect("service upgrade notice 64008")]
+    assert codec.actions() == [Reconnect("service upgrade notice 64008", planned=True)]
     to_message(status)
 
 
