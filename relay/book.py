@@ -34,6 +34,8 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
+from relay.events import is_plain_decimal
+
 Level = tuple[Decimal, Decimal]
 """A level as the book holds it: (price, size) as decimals."""
 
@@ -80,7 +82,7 @@ def parse_levels(levels: Sequence[tuple[str, str]]) -> list[Level]:
             p = prices.get(price)
             if p is None:
                 p = Decimal(price)
-                if not p.is_finite():
+                if not p.is_finite() or not is_plain_decimal(price):
                     return _parse_uncached(levels)
                 if len(prices) >= CACHE_LIMIT:
                     prices.clear()
@@ -89,7 +91,7 @@ def parse_levels(levels: Sequence[tuple[str, str]]) -> list[Level]:
             if s is None:
                 s = Decimal(size)
                 # -0 is signed but zero, hence ``and s``.
-                if not s.is_finite() or (s.is_signed() and s):
+                if not s.is_finite() or (s.is_signed() and s) or not is_plain_decimal(size):
                     return _parse_uncached(levels)
                 if len(sizes) >= CACHE_LIMIT:
                     sizes.clear()
@@ -102,6 +104,9 @@ def parse_levels(levels: Sequence[tuple[str, str]]) -> list[Level]:
 
 def _parse_uncached(levels: Sequence[tuple[str, str]]) -> list[Level]:
     """:func:`parse_levels` without the caches: the reference behaviour, errors included."""
+    for price, size in levels:
+        if not (is_plain_decimal(price) and is_plain_decimal(size)):
+            raise ValueError("a level is not a decimal number in plain notation")
     try:
         parsed = [(Decimal(price), Decimal(size)) for price, size in levels]
     except InvalidOperation:

@@ -2,8 +2,9 @@
 
 Each event is a msgspec Struct with a ``type`` tag; the JSON body of a published message is
 exactly the event encoded by :mod:`relay.wire`. Prices and sizes are :data:`Num`: the exact
-decimal text the venue sent (``"0.00000000"``), checked by the codec to be a finite decimal
-number, so ``Decimal(x)`` gives the value and the JSON strings equal what the venue sent.
+decimal text the venue sent (``"0.00000000"``), checked by the codec to be a decimal number
+in plain notation (:func:`check_num`), so ``Decimal(x)`` gives the value and the JSON
+strings equal what the venue sent.
 (A ``Decimal`` field would not do: msgspec writes ``Decimal("0.00000000")`` as ``"0E-8"``.)
 Timestamps are integer nanoseconds since the Unix epoch: ``ts_venue`` as stamped by the venue
 (``None`` when the venue sends none) and ``ts_recv`` when the relay read the frame.
@@ -12,7 +13,7 @@ Timestamps are integer nanoseconds since the Unix epoch: ``ts_venue`` as stamped
 from __future__ import annotations
 
 import enum
-from decimal import Decimal, InvalidOperation
+import re
 from typing import Literal
 
 import msgspec
@@ -35,14 +36,22 @@ Num = str
 """An exact decimal number as the venue wrote it (plain notation, never a float)."""
 
 
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]{1,2})?")
+"""What consumers in any language can read: ASCII digits, an optional fraction, and an
+optional exponent of at most two digits (``str(Decimal)`` writes ``1E-8``). ``Decimal()``
+alone would also take ``" 1"``, ``"1_000"``, ``"١٢٣"``, ``".5"`` and ``"1E+999999999"``."""
+
+
+def is_plain_decimal(text: str) -> bool:
+    """Whether ``text`` is a decimal number in plain notation (see :func:`check_num`)."""
+    return _PLAIN_DECIMAL.fullmatch(text) is not None
+
+
 def check_num(text: str) -> str:
-    """Return ``text`` if it is a finite decimal number, else raise ``ValueError``."""
-    try:
-        ok = Decimal(text).is_finite()
-    except InvalidOperation:
-        ok = False
-    if not ok:
-        raise ValueError(f"not a finite decimal number: {text!r}")
+    """Return ``text`` if it is a decimal number in plain notation, else raise
+    ``ValueError``."""
+    if _PLAIN_DECIMAL.fullmatch(text) is None:
+        raise ValueError(f"not a plain decimal number: {text[:40]!r}")
     return text
 
 

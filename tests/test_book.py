@@ -194,10 +194,15 @@ def test_parse_levels_keeps_spelling_and_rejects_bad_numbers() -> None:
     for _ in range(2):
         got = parse_levels([("0.35130000", "6195.00000000"), ("0.3513", "0"), ("1E+2", "-0")])
         assert strs(got) == [("0.35130000", "6195.00000000"), ("0.3513", "0"), ("1E+2", "-0")]
-    for bad in [("NaN", "1"), ("1", "Infinity"), ("1", "-1"), ("1", "sNaN"), ("-Inf", "1")]:
-        # A bad level after cached good ones is still rejected, with the plain parse's message.
-        with pytest.raises(ValueError, match="non-finite"):
+    # A bad level after cached good ones is still rejected, with the plain parse's message.
+    for bad in [("NaN", "1"), ("1", "Infinity"), ("1", "sNaN"), ("-Inf", "1"), (".5", "1")]:
+        with pytest.raises(ValueError, match="not a decimal number in plain notation"):
             parse_levels([("0.35130000", "6195.00000000"), bad])
+    for bad in [("1", "1_000"), ("1", " 1"), ("1E+999", "1"), ("+1", "1")]:
+        with pytest.raises(ValueError, match="plain notation"):
+            parse_levels([("0.35130000", "6195.00000000"), bad])
+    with pytest.raises(ValueError, match="negative size"):
+        parse_levels([("0.35130000", "6195.00000000"), ("1", "-1")])
     with pytest.raises(ValueError, match="not a decimal number"):
         parse_levels([("1", "NaN"), ("abc", "1")])  # garbage anywhere wins, as before
     assert parse_levels([("-5", "1")]) == [lv("-5", "1")]  # negative prices are allowed
