@@ -28,13 +28,16 @@ from relay.wire import OutMessage, to_message
 log = structlog.get_logger(__name__)
 
 PARSE_ERROR_LOG_INTERVAL_NS = 10 * 1_000_000_000
+"""The log shows one status of a kind per venue in this interval; the rest are counted in
+the next one's ``suppressed``. (All are published but parse errors; the codecs count them.)"""
 
 
 class Normalizer:
     def __init__(self, metrics: Metrics, batch_max: int) -> None:
         self._metrics = metrics
         self._batch_max = batch_max
-        self._last_parse_error_log: dict[str, int] = {}
+        self._last_logged: dict[tuple[str, str], int] = {}
+        self._suppressed: Counter[tuple[str, str]] = Counter()
 
     async def run(
         self,
@@ -81,20 +84,34 @@ class Normalizer:
         return messages
 
     def _status(self, status: VenueStatus) -> bool:
-        """Log a status event; return whether it is published. (What it reports is counted
-        by the codec that raised it; see :meth:`Metrics.add_codec_counters`.)"""
-        if status.kind != "parse_error":
-            if status.kind != "connected":
+        """Log a status event, sampled per venue and kind: a venue sending garbage or a
+        book flapping must not flood the log. Return whether it is published (all but parse
+        errors). What a status reports is counted by the codec that raised it; see
+        :meth:`Metrics.add_codec_counters`."""
+        kind = status.kind
+        if kind == "connected":
+            return True
+        key = (status.venue, kind)
+        now = time.monotonic_ns()
+        if now - self._last_logged.get(key, 0) < PARSE_ERROR_LOG_INTERVAL_NS:
+            self._suppressed[key] += 1
+        else:
+            self._last_logged[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+            if kind == "parse_error":
+                log.warning(
+                    "unparseable frame (sampled)",
+                    venue=status.venue,
+                    detail=status.detail,
+                    suppressed=suppressed,
+                )
+            else:
                 log.info(
                     "venue status",
                     venue=status.venue,
                     symbol=status.symbol,
-                    kind=status.kind,
+                    kind=kind,
                     detail=status.detail,
+                    suppressed=suppressed,
                 )
-            return True
-        now = time.monotonic_ns()
-        if now - self._last_parse_error_log.get(status.venue, 0) >= PARSE_ERROR_LOG_INTERVAL_NS:
-            self._last_parse_error_log[status.venue] = now
-            log.warning("unparseable frame (sampled)", venue=status.venue, detail=status.detail)
-        return False
+        return kind != "parse_error"

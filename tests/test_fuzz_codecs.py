@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 import structlog
 import trio
@@ -759,6 +760,23 @@ def test_parse_errors_log_one_line_per_venue_and_interval_and_are_not_published(
     assert [m.subject for m in messages] == ["market.okx.btc-usdt.trade", "market.okx._status"]
     assert b"parse_error" not in b"".join(m.payload for m in messages)
     assert json.loads(messages[1].payload)["kind"] == "book_gap"
+
+
+def test_other_statuses_are_all_published_and_their_log_is_sampled_per_kind(
+    fresh_log: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [10**15]
+    monkeypatch.setattr(relay.normalizer.time, "monotonic_ns", lambda: clock[0])
+    normalizer = Normalizer(Metrics(), batch_max=100_000)
+    gaps = [msgspec.structs.replace(GAP, ts_recv=n) for n in range(1_000)]
+    resync = msgspec.structs.replace(GAP, kind="book_resync")
+    messages = normalizer.encode([*gaps, resync])
+    clock[0] += relay.normalizer.PARSE_ERROR_LOG_INTERVAL_NS
+    messages += normalizer.encode([GAP])
+    assert len(messages) == 1_002  # every one published
+    logged = [(e["kind"], e["suppressed"]) for e in fresh_log if e["event"] == "venue status"]
+    # One line per kind and interval; the next line says how many were left out.
+    assert logged == [("book_gap", 0), ("book_resync", 0), ("book_gap", 999)]
 
 
 async def test_the_running_normalizer_forwards_no_parse_error(
