@@ -63,6 +63,8 @@ _sizes: dict[str, Decimal] = {}
 # lookup on a price whose hash is cached, instead of copy_negate() and a fresh ~0.7 us hash of
 # the negation in the book's own dict operations.
 _negated: dict[Decimal, Decimal] = {}
+BULK_UPDATE: Final = 256
+"""Levels in one delta above which :meth:`BookSide.update` re-sorts instead of inserting."""
 
 
 def parse_levels(levels: Sequence[tuple[str, str]]) -> list[Level]:
@@ -173,6 +175,9 @@ class BookSide:
 
     def update(self, levels: Iterable[Level]) -> None:
         """Apply absolute-size updates in order (size zero deletes)."""
+        if isinstance(levels, list) and len(levels) > BULK_UPDATE:
+            self._update_bulk(levels)
+            return
         book = self._levels
         keys = self._keys
         ask = self._ask
@@ -194,6 +199,23 @@ class BookSide:
             elif key in book:
                 del book[key]
                 del keys[bisect_left(keys, key)]
+
+    def _update_bulk(self, levels: list[Level]) -> None:
+        """:meth:`update` for a delta of many levels: the sorted keys are rebuilt once
+        instead of one insertion each (each a memmove of the key list: quadratic)."""
+        book = self._levels
+        for level in levels:
+            price, size = level
+            key = price
+            if self._ask:
+                key = _negated.get(price)
+                if key is None:
+                    key = _ask_key(price)
+            if size:
+                book[key] = level
+            else:
+                book.pop(key, None)
+        self._keys[:] = sorted(book)
 
     def replace(self, levels: Iterable[Level]) -> None:
         """Replace the whole side (snapshot); zero sizes are skipped, a repeated price keeps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal, localcontext
 
 import pytest
@@ -219,3 +220,22 @@ def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [int(p) for p, _ in side.levels()] == list(range(1, 20))
     side.update(parse_levels([("1", "0"), ("19", "0")]))
     assert [int(p) for p, _ in side.levels()] == list(range(2, 19))
+
+
+@pytest.mark.parametrize("ask", [False, True])
+def test_a_large_delta_gives_the_book_level_by_level_updates_give(ask: bool) -> None:
+    # Above BULK_UPDATE levels the sorted keys are rebuilt once; the result must not differ.
+    rng = random.Random(7)
+    start = [lv(str(p), "1") for p in range(100, 400)]
+    delta = [
+        lv(f"{rng.randrange(50, 500)}.{rng.randrange(100)}", rng.choice(["0", "2", "0.5"]))
+        for _ in range(3 * book.BULK_UPDATE)
+    ]
+    bulk, incremental = BookSide(ask=ask), BookSide(ask=ask)
+    bulk.replace(start)
+    incremental.replace(start)
+    bulk.update(delta)
+    for level in delta:
+        incremental.update([level])
+    assert strs(bulk.levels()) == strs(incremental.levels())
+    assert bulk.best() == incremental.best() and len(bulk) == len(incremental)
