@@ -21,9 +21,10 @@ When a message does not fit, the overload policy of its data type decides:
     predecessor is missing. ``on_resync`` asks the venue for that fresh snapshot at once.
     Snapshots are always taken in, over ``capacity`` if need be, and deltas are measured
     against ``capacity`` without the waiting snapshots, so that the deltas following a
-    snapshot are not lost to it. A snapshot that comes while an older one of its book still
-    waits supersedes it and everything of that book queued after it (dropped as
-    ``superseded``): at most one snapshot per book waits.
+    snapshot are not lost to it. A snapshot that comes while the buffer is over ``capacity``
+    and an older one of its book still waits supersedes that one and everything of its book
+    queued after it (dropped as ``superseded``): at most one snapshot per book waits beyond
+    ``capacity``.
 
 Messages leave in the order they came, a conflated one at the place of the first message
 its slot took in. Every drop is counted in ``relay_dropped_messages{type, reason}``.
@@ -157,7 +158,7 @@ class OutageBuffer:
         subject = m.subject
         if _SNAPSHOT_ID_MARK in m.msg_id:
             self._resyncing.discard(subject)
-            if self._snapshots_waiting.get(subject):
+            if self._bytes > self._capacity and self._snapshots_waiting.get(subject):
                 self._supersede(subject)
             self._snapshots_waiting[subject] = self._snapshots_waiting.get(subject, 0) + 1
             self._snapshot_bytes += len(m.payload)
@@ -175,8 +176,9 @@ class OutageBuffer:
     def _supersede(self, subject: str) -> None:
         """Drop every queued message of this book: a newer snapshot replaces them all.
 
-        A sweep of the whole queue, but only when a second snapshot of a book comes before
-        the first went out, which the venues' REST limits and resubscribe rates keep rare.
+        A sweep of the whole queue, but only when the buffer is full and a second snapshot
+        of a book comes before the first went out, which the venues' REST limits and
+        resubscribe rates keep rare.
         """
         kept: deque[OutMessage | str] = deque()
         gone: list[OutMessage] = []

@@ -209,3 +209,15 @@ async def test_a_newer_snapshot_supersedes_a_waiting_one_and_what_followed_it() 
     await buffer.put([msg("snapshot", 8)])
     assert dropped(metrics, "l2_orderbook", "superseded") == 2
     assert buffer.bytes == 10
+
+
+async def test_with_room_every_snapshot_goes_out() -> None:
+    # Hyperliquid sends nothing but snapshots: two in a row are two events, not one.
+    buffer, metrics, _ = make(1000)
+    await buffer.put([msg("snapshot", 1), msg("snapshot", 2), msg("l2_orderbook", 3)])
+    assert ids(await buffer.get(10)) == [
+        "bin:btc-usdt:l2s:1",
+        "bin:btc-usdt:l2s:2",
+        "bin:btc-usdt:l2d:3",
+    ]
+    assert dropped(metrics, "l2_orderbook", "superseded") == 0
