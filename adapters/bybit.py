@@ -804,16 +804,10 @@ class BybitCodec(Codec):
         symbol's other topics and other symbols are untouched; a symbol without a book on
         this connection is ignored.
         """
-        out: list[MarketEvent] = []
-        for state in self._symbols.values():
-            if state.symbol != symbol or not state.l2:
-                continue
-            if state.synced:
-                self._resync(state, recv_ns, out, f"resync asked for: {reason}")
-            else:
-                detail = f"resync asked for: {reason}; its snapshot is awaited already"
-                out.append(self._book_resync(state, detail, recv_ns))
-        return out
+        books = (s for s in self._symbols.values() if s.l2)
+        return self._resync_books(
+            books, symbol, reason, recv_ns, lambda s, d, out: self._resync(s, recv_ns, out, d)
+        )
 
     @property
     def synced(self) -> bool:

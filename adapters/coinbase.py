@@ -352,20 +352,16 @@ class CoinbaseCodec(Codec):
         status but no second request. A product without a book on this connection is
         ignored.
         """
-        out: list[MarketEvent] = []
         resync: list[str] = []
-        for state in self._products.values():
-            if state.symbol != symbol or not state.book_wanted:
-                continue
-            if not state.synced:
-                detail = f"resync asked for: {reason}; its snapshot is awaited already"
-                out.append(self._book_resync(state, detail, recv_ns))
-                continue
-            detail = f"resync asked for: {reason}; resubscribing"
-            out.append(self._book_resync(state, detail, recv_ns))
+
+        def start(state: _Product, detail: str, out: list[MarketEvent]) -> None:
+            out.append(self._book_resync(state, f"{detail}; resubscribing", recv_ns))
             state.book.clear()
             state.synced = False
             resync.append(state.native)
+
+        books = (s for s in self._products.values() if s.book_wanted)
+        out = self._resync_books(books, symbol, reason, recv_ns, start)
         self._resubscribe(_L2_CHANNEL, resync)
         return out
 

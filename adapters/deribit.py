@@ -563,16 +563,14 @@ class DeribitCodec(Codec):
         a book on this connection (not wanted, or its book channel left out of the venue's
         subscribe answer) is ignored.
         """
-        out: list[MarketEvent] = []
-        for state in self._instruments.values():
-            if state.symbol != symbol or not self._has_book(state):
-                continue
-            if state.synced:
-                self._resync(state, f"resync asked for: {reason}; resubscribing", recv_ns, out)
-            else:
-                detail = f"resync asked for: {reason}; its snapshot is awaited already"
-                out.append(self._book_resync(state, detail, recv_ns))
-        return out
+        books = (s for s in self._instruments.values() if self._has_book(s))
+        return self._resync_books(
+            books,
+            symbol,
+            reason,
+            recv_ns,
+            lambda s, d, out: self._resync(s, f"{d}; resubscribing", recv_ns, out),
+        )
 
     @property
     def synced(self) -> bool:

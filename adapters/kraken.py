@@ -416,17 +416,10 @@ class KrakenCodec(Codec):
         connection (not wanted, or left out as missing from the instrument snapshot) is
         ignored.
         """
-        out: list[MarketEvent] = []
-        for state in self._symbols.values():
-            if state.symbol != symbol or not self._has_book(state):
-                continue
-            detail = f"resync asked for: {reason}"
-            if state.synced:
-                self._resync(state, detail, recv_ns, out)
-            else:
-                detail = f"{detail}; its snapshot is awaited already"
-                out.append(self._book_resync(state, detail, recv_ns))
-        return out
+        books = (s for s in self._symbols.values() if self._has_book(s))
+        return self._resync_books(
+            books, symbol, reason, recv_ns, lambda s, d, out: self._resync(s, d, recv_ns, out)
+        )
 
     @property
     def synced(self) -> bool:

@@ -684,16 +684,10 @@ class OkxCodec(Codec):
         spends OKX's 480 requests/hour). The instrument's other channels and other
         instruments are untouched; a symbol without a book on this connection is ignored.
         """
-        out: list[MarketEvent] = []
-        for state in self._symbols.values():
-            if state.symbol != symbol or DataType.L2_ORDERBOOK not in state.data_types:
-                continue
-            if state.synced:
-                self._resync(state, f"resync asked for: {reason}", recv_ns, out)
-            else:
-                detail = f"resync asked for: {reason}; its snapshot is awaited already"
-                out.append(self._book_resync(state, detail, recv_ns))
-        return out
+        books = (s for s in self._symbols.values() if DataType.L2_ORDERBOOK in s.data_types)
+        return self._resync_books(
+            books, symbol, reason, recv_ns, lambda s, d, out: self._resync(s, d, recv_ns, out)
+        )
 
     @property
     def synced(self) -> bool:

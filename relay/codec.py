@@ -19,10 +19,10 @@ configured subscriptions of a venue into one codec per connection it needs.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, DecimalException
-from typing import TYPE_CHECKING, ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, ClassVar, Final, Protocol, TypeVar
 
 import msgspec
 
@@ -123,6 +123,18 @@ class SymbolState(Protocol):
     def native(self) -> str:
         """The venue's spelling, as stamped on the instrument's events."""
         ...
+
+
+class BookState(SymbolState, Protocol):
+    """Per-instrument state of a codec that keeps the instrument's book."""
+
+    @property
+    def synced(self) -> bool:
+        """Whether the book has been built from its snapshot and no resync is under way."""
+        ...
+
+
+B = TypeVar("B", bound=BookState)
 
 
 class Codec(abc.ABC):
@@ -274,6 +286,29 @@ class Codec(abc.ABC):
         """A ``checksum_mismatch`` status for ``state``'s book; counts ``checksum_failures``."""
         self.counters.checksum_failures += 1
         return self._symbol_status(state, "checksum_mismatch", detail, recv_ns)
+
+    def _resync_books(
+        self,
+        books: Iterable[B],
+        symbol: str,
+        reason: str,
+        recv_ns: int,
+        start: Callable[[B, str, list[MarketEvent]], None],
+    ) -> list[MarketEvent]:
+        """:meth:`resync` for codecs that resync a book by asking the venue again: for each
+        of ``books`` of canonical ``symbol``, ``start(state, detail, out)`` drops it and asks
+        (appending its ``book_resync`` status to ``out``), unless its snapshot is awaited
+        already, which gets the status alone."""
+        out: list[MarketEvent] = []
+        for state in books:
+            if state.symbol != symbol:
+                continue
+            if state.synced:
+                start(state, f"resync asked for: {reason}", out)
+            else:
+                detail = f"resync asked for: {reason}; its snapshot is awaited already"
+                out.append(self._book_resync(state, detail, recv_ns))
+        return out
 
 
 class MakeCodecs(Protocol):
