@@ -6,7 +6,9 @@ Each run starts its own processes on 127.0.0.1 and stops them before the next on
 * the feed, ``bench/feed.py``: a fast loopback Binance venue playing the real capture in a
   loop with shifted ids, so that every frame becomes a new message for JetStream;
 * the relay, ``python -m relay run -c <config>``: one Binance venue on the feed, 4 symbols
-  with trades, tickers and L2 books, the 4 market streams on file storage.
+  with trades, tickers and L2 books, the 4 market streams on file storage. ``--workers N``
+  sets ``service.workers`` and declares N such venues on the feed (``--venues`` to choose),
+  each with its own copy of the capture; the relay's CPU and RSS are then its processes'.
 
 Two runs:
 
@@ -49,7 +51,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,10 +156,17 @@ def memory_kib(pid: int) -> dict[str, int]:
 
 
 class Feed:
-    """``bench/feed.py`` as a child process; a thread reads its stdout."""
+    """``bench/feed.py`` as a child process; a thread reads its stdout.
 
-    def __init__(self, rate: float, duration: float, log: Path) -> None:
-        cmd = [sys.executable, str(FEED), "--rate", str(rate), "--duration", str(duration)]
+    ``command`` runs another feed that speaks the same stdout protocol instead (the soak's
+    endless one); ``--rate`` and ``--duration`` are appended to it.
+    """
+
+    def __init__(
+        self, rate: float, duration: float, log: Path, command: Sequence[str] | None = None
+    ) -> None:
+        cmd = [*(command or (sys.executable, str(FEED))), "--rate", str(rate)]
+        cmd += ["--duration", str(duration)]
         self._log = log.open("w")
         self.proc = subprocess.Popen(
             cmd,
@@ -172,6 +181,9 @@ class Feed:
         """``time.monotonic()`` when the first connection's stream ended ..."""
         self.done_reason: str | None = None
         """... and why: ``end`` (out of frames), ``duration`` or ``closed``."""
+        self.sent_frames = 0
+        """Frames sent on the first connection, as last reported (about every second, and
+        exactly once its stream ended)."""
         self._listening = threading.Event()
         assert self.proc.stdout is not None
         threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
@@ -179,9 +191,13 @@ class Feed:
     def _read(self, stdout: TextIO) -> None:
         for line in stdout:
             words = line.split()
-            if words and words[0] == "done" and self.done_at is None:
-                self.done_at = time.monotonic()
-                self.done_reason = dict(w.split("=", 1) for w in words[1:]).get("reason")
+            if words and words[0] in ("sent", "done"):
+                fields = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+                if fields.get("conn") == "1":
+                    self.sent_frames = int(fields.get("frames", self.sent_frames))
+                if words[0] == "done" and self.done_at is None:
+                    self.done_at = time.monotonic()
+                    self.done_reason = fields.get("reason")
             elif len(words) == 1 and "=" in words[0]:
                 key, _, value = words[0].partition("=")
                 self.urls[key] = value
@@ -244,6 +260,12 @@ class Relay:
 
     def metrics(self) -> Metrics:
         return Metrics.parse(self.http.get("/metrics").text)
+
+    def worker_pids(self) -> dict[str, int]:
+        """The worker processes' pids by worker number (``service.workers > 1``; none for
+        a single process), from the parent's ``/health``."""
+        workers = self.http.get("/health").json().get("workers", {})
+        return {k: w["pid"] for k, w in workers.items() if w.get("pid")}
 
     def close(self) -> None:
         self.http.close()
@@ -408,29 +430,31 @@ async def _stored_latencies(url: str, start_ns: int, end_ns: int) -> list[float]
 # Runs
 
 
-def write_config(path: Path, nats_url: str, ws_url: str, rest_url: str, http_port: int) -> Path:
-    """A relay config like ``tests/test_e2e.py``'s, on the feed, logging warnings only."""
-    streams = "".join(
-        f'\n[[nats.streams]]\nname = "{name}"\nsubjects = ["{subject}"]\nstorage = "file"\n'
-        for name, subject in STREAMS.items()
-    )
-    path.write_text(
+def write_config(
+    path: Path,
+    nats_url: str,
+    ws_url: str,
+    rest_url: str,
+    http_port: int,
+    limits: Mapping[str, Mapping[str, int]] | None = None,
+    *,
+    workers: int = 1,
+    venues: int = 1,
+) -> Path:
+    """A relay config like ``tests/test_e2e.py``'s, on the feed, logging warnings only.
+
+    ``limits``: per stream name, more ``[[nats.streams]]`` keys (``max_bytes``,
+    ``max_age_secs``, ...); none by default, so the streams keep everything.
+    ``workers``: ``service.workers``. ``venues``: how many Binance venues on the feed
+    (``binance``, ``binance-2``, ...), each with the 4 symbols: the feed plays every
+    connection the whole capture, so each venue gets its own copy of it, and its own
+    subjects and message ids (nothing dedupes across venues).
+    """
+    limits = limits or {}
+    entries = "".join(
         f"""
-[service]
-name = "relay-bench"
-log_level = "warning"
-log_format = "json"
-shutdown_timeout_ms = 2000
-
-[nats]
-urls = ["{nats_url}"]
-{streams}
-[http]
-bind = "127.0.0.1"
-port = {http_port}
-
 [[venues]]
-id = "binance"
+id = "{"binance" if i == 1 else f"binance-{i}"}"
 adapter = "binance"
 
 [venues.connection]
@@ -441,6 +465,29 @@ rest_url = "{rest_url}"
 instruments = {json.dumps(SYMBOLS)}
 data_types = ["trade", "ticker", "l2_orderbook"]
 """
+        for i in range(1, venues + 1)
+    )
+    streams = "".join(
+        f'\n[[nats.streams]]\nname = "{name}"\nsubjects = ["{subject}"]\nstorage = "file"\n'
+        + "".join(f"{key} = {value}\n" for key, value in limits.get(name, {}).items())
+        for name, subject in STREAMS.items()
+    )
+    path.write_text(
+        f"""
+[service]
+name = "relay-bench"
+log_level = "warning"
+log_format = "json"
+shutdown_timeout_ms = 2000
+workers = {workers}
+
+[nats]
+urls = ["{nats_url}"]
+{streams}
+[http]
+bind = "127.0.0.1"
+port = {http_port}
+{entries}"""
     )
     return path
 
@@ -449,7 +496,7 @@ data_types = ["trade", "ticker", "l2_orderbook"]
 class RunSpec:
     name: str
     rate: float
-    """Frames/s the feed sends; 0 = as fast as the relay reads."""
+    """Frames/s the feed sends on each venue's connection; 0 = as fast as the relay reads."""
     seconds: float
     """Length of the measuring window."""
     warmup: float
@@ -457,6 +504,10 @@ class RunSpec:
     """Saturated only: give up waiting for steady state after this long (0: do not wait)."""
     profile: Path | None = None
     """Record the relay with py-spy over the window, as collapsed stacks."""
+    workers: int = 1
+    """``service.workers`` of the relay."""
+    venues: int = 1
+    """Venues on the feed (see :func:`write_config`)."""
 
 
 @dataclass(slots=True)
@@ -480,36 +531,83 @@ def _steady(samples: list[Sample]) -> bool:
     return frames > 0 and stored >= STEADY_RATIO * frames
 
 
-def run(spec: RunSpec, tmp: Path) -> RunResult:
-    """One run with fresh processes, sampled every second."""
-    name = spec.name
-    _say(f"[{name}] starting nats-server, feed and relay")
+@dataclass(slots=True)
+class Processes:
+    """The processes of one run, as :func:`processes` started them."""
+
+    server: NatsServer
+    feed: Feed
+    relay: Relay
+    pids: dict[str, int]
+    """For ``/proc``: ``relay``, ``feed`` and, when known, ``nats``."""
+
+    def wait_first_frame(self, timeout: float = READY_TIMEOUT) -> float:
+        """Wait until the relay has read a frame; ``time.monotonic()`` then."""
+        deadline = time.monotonic() + timeout
+        while self.relay.metrics().get("relay_frames_received_total") == 0:
+            self.relay.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no frame reached the relay{self.relay.log_tail()}")
+            time.sleep(0.05)
+        return time.monotonic()
+
+
+@contextlib.contextmanager
+def processes(
+    name: str,
+    tmp: Path,
+    rate: float,
+    feed_seconds: float,
+    *,
+    feed_command: Sequence[str] | None = None,
+    limits: Mapping[str, Mapping[str, int]] | None = None,
+    workers: int = 1,
+    venues: int = 1,
+) -> Iterator[Processes]:
+    """nats-server (store ``tmp/<name>-nats``), the feed (``rate`` frames/s for
+    ``feed_seconds`` per connection; ``feed_command``: see :class:`Feed`) and the relay on
+    both (config ``tmp/<name>.toml`` with the stream ``limits``, ``workers`` and ``venues``),
+    ready; all stopped on exit. With workers, ``pids`` has ``relay`` (the parent) and
+    ``relay-worker<K>``: the relay's CPU is theirs together."""
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(NatsServer(tmp / f"{name}-nats"))
-        # The feed streams a little longer than the run can last, then idles.
-        feed = Feed(
-            spec.rate, spec.max_warmup + spec.warmup + spec.seconds + 10, tmp / f"{name}-feed.log"
-        )
+        feed = Feed(rate, feed_seconds, tmp / f"{name}-feed.log", feed_command)
         stack.callback(feed.close)
         ws_url, rest_url = feed.wait_listening()
         http_port = free_port()
-        config = write_config(tmp / f"{name}.toml", server.url, ws_url, rest_url, http_port)
+        config = write_config(
+            tmp / f"{name}.toml",
+            server.url,
+            ws_url,
+            rest_url,
+            http_port,
+            limits,
+            workers=workers,
+            venues=venues,
+        )
         relay = Relay(config, http_port, tmp / f"{name}-relay.log")
         stack.callback(relay.close)
         relay.wait_ready()
         pids = {"relay": relay.proc.pid, "feed": feed.proc.pid}
+        pids.update({f"relay-worker{k}": pid for k, pid in relay.worker_pids().items()})
         # NatsServer keeps its process private; its pid is only read, for /proc.
         nats_proc: subprocess.Popen[bytes] | None = getattr(server, "_proc", None)
         if nats_proc is not None:
             pids["nats"] = nats_proc.pid
+        yield Processes(server, feed, relay, pids)
 
-        deadline = time.monotonic() + READY_TIMEOUT
-        while relay.metrics().get("relay_frames_received_total") == 0:
-            relay.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no frame reached the relay{relay.log_tail()}")
-            time.sleep(0.05)
-        first = time.monotonic()
+
+def run(spec: RunSpec, tmp: Path) -> RunResult:
+    """One run with fresh processes, sampled every second."""
+    name = spec.name
+    _say(f"[{name}] starting nats-server, feed and relay")
+    # The feed streams a little longer than the run can last, then idles.
+    feed_seconds = spec.max_warmup + spec.warmup + spec.seconds + 10
+    with processes(
+        name, tmp, spec.rate, feed_seconds, workers=spec.workers, venues=spec.venues
+    ) as procs:
+        server, feed, relay, pids = procs.server, procs.feed, procs.relay, procs.pids
+        first = procs.wait_first_frame()
         samples: list[Sample] = []
 
         def sample() -> None:
@@ -529,12 +627,16 @@ def run(spec: RunSpec, tmp: Path) -> RunResult:
         steady = spec.max_warmup <= 0 or _steady(samples)
         start = len(samples) - 1
         _say(f"[{name}] measuring for {spec.seconds:g} s from {samples[start].t - first:.0f} s")
-        profiler = _start_profiler(spec.profile, relay.proc.pid, spec.seconds)
+        # With workers, worker 0: the parent only serves the sidecar.
+        profiled = pids.get("relay-worker0", relay.proc.pid)
+        profiler = _start_profiler(spec.profile, profiled, spec.seconds)
         while samples[-1].t - samples[start].t < spec.seconds - SAMPLE_EVERY / 2:
             sample()
         if profiler is not None:
             profiler.wait()
-        memory = memory_kib(relay.proc.pid)
+        # With workers, the sum over the relay's processes.
+        relay_memory = [memory_kib(pid) for proc, pid in pids.items() if _is_relay(proc)]
+        memory = {key: sum(m.get(key, 0) for m in relay_memory) for key in ("VmHWM", "VmRSS")}
         ran_out = feed.ran_out_before(samples[-1].t)
         feed.close()
         relay.close()
@@ -545,6 +647,12 @@ def run(spec: RunSpec, tmp: Path) -> RunResult:
                 _stored_latencies(server.url, samples[start].wall_ns, samples[-1].wall_ns)
             )
     return result
+
+
+def _is_relay(proc: str) -> bool:
+    """Whether a ``pids`` key is the relay: ``relay`` (the parent, or the only process) or
+    ``relay-worker<K>``."""
+    return proc == "relay" or proc.startswith("relay-")
 
 
 def _py_spy() -> str | None:
@@ -591,8 +699,11 @@ def summarize(result: RunResult) -> dict[str, Any]:
     stored = delta("relay_published_messages_total")
     each_second = [rate(x, y, "relay_frames_received_total") for x, y in itertools.pairwise(window)]
     cpu = {proc: b.cpu[proc] - a.cpu[proc] for proc in b.cpu}
+    relay_cpu = sum(seconds_used for proc, seconds_used in cpu.items() if _is_relay(proc))
     out: dict[str, Any] = {
-        "target_frames_per_s": spec.rate or None,
+        "workers": spec.workers,
+        "venues": spec.venues,
+        "target_frames_per_s": spec.rate * spec.venues or None,
         "warmup_s": round(a.t - result.samples[0].t, 1),
         "steady": result.steady,
         "window_s": round(seconds, 2),
@@ -607,16 +718,20 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "venue_channel_depth_end": int(b.metrics.get("relay_channel_depth:venue_events")),
         "messages_channel_depth_end": int(b.metrics.get("relay_channel_depth:messages")),
         "in_flight_max": int(max(s.metrics.get("relay_publish_in_flight") for s in window)),
-        "relay_cpu_s": round(cpu["relay"], 2),
-        "relay_cpu_percent": round(100 * cpu["relay"] / seconds),
-        "relay_cpu_s_per_million_frames": round(1e6 * cpu["relay"] / frames, 1) if frames else None,
+        "relay_cpu_s": round(relay_cpu, 2),
+        "relay_cpu_percent": round(100 * relay_cpu / seconds),
+        "relay_cpu_s_per_million_frames": round(1e6 * relay_cpu / frames, 1) if frames else None,
         "nats_cpu_percent": round(100 * cpu["nats"] / seconds) if "nats" in cpu else None,
         "feed_cpu_percent": round(100 * cpu["feed"] / seconds),
         "relay_peak_rss_mib": round(result.memory_kib.get("VmHWM", 0) / 1024, 1),
         "feed_ran_out": result.feed_ran_out,
     }
+    if spec.workers > 1:
+        out["relay_cpu_percent_by_process"] = {
+            proc: round(100 * used / seconds) for proc, used in cpu.items() if _is_relay(proc)
+        }
     if spec.rate:
-        out["kept_up"] = frames / seconds >= KEPT_UP_RATIO * spec.rate
+        out["kept_up"] = frames / seconds >= KEPT_UP_RATIO * spec.rate * spec.venues
     # Totals since start; anything but zero means these are not the figures of a clean run.
     for name in (
         "relay_book_gaps_total",
@@ -701,6 +816,8 @@ def environment() -> dict[str, Any]:
 
 _ROWS: list[tuple[str, str, str]] = [
     # (label, key or "key.sub", format)
+    ("relay worker processes", "workers", "{}"),
+    ("venues on the feed", "venues", "{}"),
     ("feed target, frames/s", "target_frames_per_s", "{:,.0f}"),
     ("warm-up, s", "warmup_s", "{:.0f}"),
     ("steady state reached", "steady", "{}"),
@@ -713,10 +830,13 @@ _ROWS: list[tuple[str, str, str]] = [
     ("duplicates", "duplicates", "{:,.0f}"),
     ("kept up with the feed", "kept_up", "{}"),
     ("relay CPU, % of a core", "relay_cpu_percent", "{:.0f}"),
+    ("  parent", "relay_cpu_percent_by_process.relay", "{:.0f}"),
+    ("  worker 0", "relay_cpu_percent_by_process.relay-worker0", "{:.0f}"),
+    ("  worker 1", "relay_cpu_percent_by_process.relay-worker1", "{:.0f}"),
     ("relay CPU s per million frames", "relay_cpu_s_per_million_frames", "{:,.0f}"),
     ("nats-server CPU, % of a core", "nats_cpu_percent", "{:.0f}"),
     ("feed CPU, % of a core", "feed_cpu_percent", "{:.0f}"),
-    ("relay peak RSS, MiB", "relay_peak_rss_mib", "{:.0f}"),
+    ("relay peak RSS, MiB (all its processes)", "relay_peak_rss_mib", "{:.0f}"),
     ("PubAcks outstanding, max", "in_flight_max", "{:,.0f}"),
     ("recv → PubAck p50, ms (histogram)", "puback_latency_ms.p50", "{:,.2f}"),
     ("recv → PubAck p90, ms (histogram)", "puback_latency_ms.p90", "{:,.2f}"),
@@ -784,7 +904,7 @@ def _parser() -> argparse.ArgumentParser:
         "--rate",
         type=float,
         default=PACED_RATE,
-        help=f"frames/s of the paced run (default: {PACED_RATE:g})",
+        help=f"frames/s of the paced run, per venue (default: {PACED_RATE:g})",
     )
     parser.add_argument("--skip-saturated", action="store_true", help="no saturated run")
     parser.add_argument("--skip-paced", action="store_true", help="no paced run")
@@ -798,7 +918,26 @@ def _parser() -> argparse.ArgumentParser:
         "(the sampling slows the relay down: its figures are marked profiled)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="service.workers of the relay (default: 1, a single process)",
+    )
+    parser.add_argument(
+        "--venues",
+        type=int,
+        help="Binance venues on the feed, each with the 4 symbols and its own copy of the "
+        "capture (default: as many as --workers)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temp dir (configs, logs, JetStream stores)"
+    )
+    parser.add_argument(
+        "--ceilings",
+        action="store_true",
+        help="after the runs, measure the machine's ceilings (bare WebSocket clients on the "
+        "feed, the publisher alone into nats-server) and the relay's share of them "
+        "(bench/ceilings.py)",
     )
     return parser
 
@@ -814,6 +953,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be at least 2")
     if args.rate <= 0:
         parser.error("--rate must be positive")
+    if not 1 <= args.workers <= 64:
+        parser.error("--workers must be in 1..64")
+    venues = args.workers if args.venues is None else args.venues
+    if venues < 1:
+        parser.error("--venues must be at least 1")
     if args.profile and _py_spy() is None:
         parser.error("--profile needs py-spy: pip install py-spy")
     signal.signal(signal.SIGTERM, _interrupt)
@@ -829,13 +973,28 @@ def main(argv: list[str] | None = None) -> int:
                 args.warmup,
                 args.max_warmup,
                 args.profile,
+                workers=args.workers,
+                venues=venues,
             )
             results["saturated"] = summarize(run(spec, tmp))
             if args.profile:
                 results["saturated"]["profiled"] = True
         if not args.skip_paced:
-            spec = RunSpec("paced", args.rate, args.seconds or PACED_SECONDS, args.warmup, 0.0)
+            spec = RunSpec(
+                "paced",
+                args.rate,
+                args.seconds or PACED_SECONDS,
+                args.warmup,
+                0.0,
+                workers=args.workers,
+                venues=venues,
+            )
             results["paced"] = summarize(run(spec, tmp))
+        if args.ceilings:
+            import ceilings  # bench/ceilings.py (this file runs as a script from bench/)
+
+            results["ceilings"] = ceilings.measure(tmp)
+            results["ceilings"]["relay_share"] = ceilings.ratios(results)
     except KeyboardInterrupt:
         _say("bench: interrupted")
         return 130
@@ -849,6 +1008,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     print(table(results))
+    if "ceilings" in results:
+        print("\n" + ceilings.table(results))
     if args.profile and args.profile.exists():
         print(f"\nrelay, saturated: top functions by own time (py-spy --gil, {args.profile})")
         for share, function in top_own_time(args.profile, 15):
