@@ -225,7 +225,7 @@ def bench_messages(passes: int = REAL_PASSES) -> list[Any]:
     from relay.wire import to_message
 
     recording = load(feed.DEFAULT_CAPTURE)
-    templates = len(feed._templates(recording))
+    templates = len(feed.shifted_templates(recording))
     stream = feed.build_stream(recording, templates * passes, 2**31)
     adapter = adapters.load("binance")
     types = frozenset({DataType.TRADE, DataType.TICKER, DataType.L2_ORDERBOOK})

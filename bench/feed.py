@@ -96,7 +96,7 @@ OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
 
 
 @dataclass(frozen=True, slots=True)
-class _Template:
+class ShiftedFrame:
     """One capture frame, decoded, with the integer fields each pass shifts."""
 
     stream: str
@@ -105,7 +105,7 @@ class _Template:
     """(field, value in the capture, added per pass)."""
 
 
-def _templates(recording: Recording) -> list[_Template]:
+def shifted_templates(recording: Recording) -> list[ShiftedFrame]:
     """The capture's frames that carry shiftable ids, with each field's per-pass offset,
     plus one restoring diff per symbol and pass (see :func:`_restoring_diff`)."""
     decoded: list[tuple[str, dict[str, Any]]] = []
@@ -146,7 +146,7 @@ def _templates(recording: Recording) -> list[_Template]:
         hi[key] = max(hi.get(key, high), high)
         fields_of.append((space, fields))
 
-    out: list[_Template] = []
+    out: list[ShiftedFrame] = []
     for (stream, data), (space, fields) in zip(decoded, fields_of, strict=True):
         symbol = data.get("s", "")
         if space == "ticker" and ("depth", symbol) in lo:
@@ -154,7 +154,7 @@ def _templates(recording: Recording) -> list[_Template]:
         key = (space, symbol)
         step = hi[key] - lo[key] + 1
         shifts = tuple((f, data[f], step) for f in fields if isinstance(data.get(f), int))
-        out.append(_Template(stream, data, shifts))
+        out.append(ShiftedFrame(stream, data, shifts))
     return out
 
 
@@ -219,7 +219,7 @@ class Stream:
 def build_stream(recording: Recording, max_frames: int, max_bytes: int) -> Stream:
     """Whole passes over the capture, ids shifted per pass, up to ``max_frames`` frames or
     ``max_bytes`` bytes, whichever comes first (at least one pass)."""
-    templates = _templates(recording)
+    templates = shifted_templates(recording)
     if not templates:
         raise ValueError("the capture has no depth, bookTicker or trade frames to play")
     encode = msgspec.json.Encoder().encode

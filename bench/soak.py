@@ -58,13 +58,13 @@ import nats
 from feed import (
     DEFAULT_CAPTURE,
     TICK,
+    ShiftedFrame,
     Stream,
     _Connection,
     _exit_now,
     _exit_when_orphaned,
-    _Template,
-    _templates,
     make_rest_handler,
+    shifted_templates,
     snapshots,
     ws_header,
 )
@@ -127,7 +127,7 @@ class _Passes:
     """The capture's frames pass after pass, each pass's ids shifted exactly as
     :func:`feed.build_stream` shifts them, encoded one pass at a time."""
 
-    def __init__(self, templates: list[_Template]) -> None:
+    def __init__(self, templates: list[ShiftedFrame]) -> None:
         # Own copies of the bodies: each connection shifts its own.
         self._templates = [(t.stream, dict(t.data), t.shifts) for t in templates]
         self._encode = msgspec.json.Encoder().encode
@@ -156,7 +156,7 @@ class _EndlessConnection(_Connection):
         self,
         sock: socket.socket,
         number: int,
-        templates: list[_Template],
+        templates: list[ShiftedFrame],
         rate: float,
         duration: float,
         tick: float,
@@ -205,7 +205,11 @@ class _EndlessConnection(_Connection):
 
 
 def _serve_endless(
-    listener: socket.socket, templates: list[_Template], rate: float, duration: float, tick: float
+    listener: socket.socket,
+    templates: list[ShiftedFrame],
+    rate: float,
+    duration: float,
+    tick: float,
 ) -> None:
     number = 0
     while True:
@@ -241,7 +245,7 @@ def feed_main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, _exit_now)
 
     recording = load(args.capture)
-    templates = _templates(recording)
+    templates = shifted_templates(recording)
     if not templates:
         parser.error(f"{args.capture} has no depth, bookTicker or trade frames to play")
     print(

@@ -29,7 +29,7 @@ import trio
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.feed import _templates as shifted_templates  # the bench's per-pass id shifting
+from bench.feed import shifted_templates  # the bench's per-pass id shifting
 from relay.captures import Frame, HttpResponse, Recording, load
 from tests.jetstream import StoredMessage
 
