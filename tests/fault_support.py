@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -187,6 +187,64 @@ class Book:
         bids = [list(self.bids[p]) for p in sorted(self.bids, reverse=True)]
         asks = [list(self.asks[p]) for p in sorted(self.asks)]
         return bids, asks
+
+
+@dataclass
+class BookChain:
+    """What :func:`walk_book_chain` found in one symbol's stored book messages."""
+
+    book: Book
+    last: int
+    """The sequence of the last message: where the stored book ends."""
+    counts: Counter[str]
+    skipped: int
+    """Diffs a later snapshot stood in for (the deltas dropped before it)."""
+
+
+def walk_book_chain(
+    symbol: str,
+    messages: list[dict[str, Any]],
+    served: Iterable[int],
+    diffs_by_u: dict[int, dict[str, Any]],
+) -> BookChain:
+    """Walk one symbol's stored ``l2_orderbook`` messages in stream order, asserting that a
+    consumer can verify them: the first is a snapshot the venue served, no snapshot is older
+    than the book, every delta's ``prev_sequence`` is the last message's sequence (none is
+    missing) and its content is the venue's diff, and the rebuilt book is never crossed."""
+    served = set(served)
+    assert messages, f"nothing stored for {symbol}"
+    assert messages[0]["type"] == "l2_snapshot", f"{symbol}: a delta before any snapshot"
+    book: Book | None = None
+    last = 0
+    after_snapshot = False
+    counts = Counter[str]()
+    skipped = 0
+    for body in messages:
+        counts[body["type"]] += 1
+        if body["type"] == "l2_snapshot":
+            assert body["sequence"] in served, "a snapshot the venue never sent"
+            assert body["sequence"] >= last, f"{symbol}: a snapshot older than the book"
+            if book is not None:
+                skipped += sum(last < u <= body["sequence"] for u in diffs_by_u)
+            book = Book(body["bids"], body["asks"])
+            last, after_snapshot = body["sequence"], True
+        else:
+            assert body["type"] == "l2_delta"
+            assert book is not None
+            first, seq = body["first_sequence"], body["sequence"]
+            assert body["prev_sequence"] == last, f"{symbol}: chain broken at {body}"
+            if after_snapshot:
+                assert first <= last + 1 <= seq, f"{symbol}: delta does not bridge {last}"
+            else:
+                assert first == last + 1, f"{symbol}: gap after {last}: {body}"
+            diff = diffs_by_u[seq]
+            assert (first, body["bids"], body["asks"]) == (diff["U"], diff["b"], diff["a"])
+            book.apply(body["bids"], body["asks"])
+            last, after_snapshot = seq, False
+        bid, ask = book.best()
+        assert bid is None or ask is None or bid < ask, f"{symbol} crossed: {bid} >= {ask}"
+    assert book is not None
+    return BookChain(book, last, counts, skipped)
 
 
 class LiveBooks:

@@ -62,6 +62,7 @@ from tests.fault_support import (
     rss_mb,
     sent_events,
     settled,
+    walk_book_chain,
     write_config,
 )
 from tests.jetstream import StoredMessage, stream_counts
@@ -233,35 +234,10 @@ async def test_dropped_connections_and_a_cut_snapshot_resync_every_book(
 
     figures: dict[str, dict[str, int]] = {}
     for symbol in SYMBOLS:
-        messages = per_symbol[symbol]
-        assert messages, f"nothing stored for {symbol}"
-        assert messages[0]["type"] == "l2_snapshot", f"{symbol}: a delta before any snapshot"
-        book: Book | None = None
-        last = 0
-        after_snapshot = False
-        counts = Counter[str]()
-        for body in messages:
-            counts[body["type"]] += 1
-            if body["type"] == "l2_snapshot":
-                assert body["sequence"] in books.served[symbol], "a snapshot the venue never sent"
-                book = Book(body["bids"], body["asks"])
-                last, after_snapshot = body["sequence"], True
-            else:
-                assert body["type"] == "l2_delta"
-                assert book is not None
-                first, seq = body["first_sequence"], body["sequence"]
-                assert body["prev_sequence"] == last, f"{symbol}: chain broken at {body}"
-                if after_snapshot:
-                    assert first <= last + 1 <= seq, f"{symbol}: delta does not bridge {last}"
-                else:
-                    assert first == last + 1, f"{symbol}: gap after {last}: {body}"
-                diff = diffs_by_u[symbol][seq]
-                assert (first, body["bids"], body["asks"]) == (diff["U"], diff["b"], diff["a"])
-                book.apply(body["bids"], body["asks"])
-                last, after_snapshot = seq, False
-            assert book is not None
-            bid, ask = book.best()
-            assert bid is None or ask is None or bid < ask, f"{symbol} crossed: {bid} >= {ask}"
+        chain = walk_book_chain(
+            symbol, per_symbol[symbol], books.served[symbol], diffs_by_u[symbol]
+        )
+        counts = chain.counts
         synced = sum(s["kind"] == "book_synced" and s["native_symbol"] == symbol for s in statuses)
         figures[symbol] = {
             "snapshots": counts["l2_snapshot"],
@@ -637,41 +613,10 @@ async def test_slow_jetstream_with_books_drops_deltas_resyncs_books_and_keeps_ev
 
     figures: dict[str, dict[str, int]] = {}
     for symbol in SYMBOLS:
-        messages = per_symbol[symbol]
-        assert messages, f"nothing stored for {symbol}"
-        assert messages[0]["type"] == "l2_snapshot", f"{symbol}: a delta before any snapshot"
-        rebuilt: Book | None = None
-        last = 0
-        after_snapshot = False
-        counts = Counter[str]()
-        skipped = 0  # diffs a later snapshot stood in for: the deltas dropped before it
-        for body in messages:
-            counts[body["type"]] += 1
-            if body["type"] == "l2_snapshot":
-                assert body["sequence"] in books.served[symbol], "a snapshot the venue never sent"
-                assert body["sequence"] >= last, f"{symbol}: a snapshot older than the book"
-                if rebuilt is not None:
-                    skipped += sum(last < u <= body["sequence"] for u in diffs_by_u[symbol])
-                rebuilt = Book(body["bids"], body["asks"])
-                last, after_snapshot = body["sequence"], True
-            else:
-                assert body["type"] == "l2_delta"
-                assert rebuilt is not None
-                first, seq = body["first_sequence"], body["sequence"]
-                # Its predecessor is the latest snapshot or delta stored: none is missing.
-                assert body["prev_sequence"] == last, f"{symbol}: chain broken at {body}"
-                if after_snapshot:
-                    assert first <= last + 1 <= seq, f"{symbol}: delta does not bridge {last}"
-                else:
-                    assert first == last + 1, f"{symbol}: gap after {last}: {body}"
-                diff = diffs_by_u[symbol][seq]
-                assert (first, body["bids"], body["asks"]) == (diff["U"], diff["b"], diff["a"])
-                rebuilt.apply(body["bids"], body["asks"])
-                last, after_snapshot = seq, False
-            assert rebuilt is not None
-            bid, ask = rebuilt.best()
-            assert bid is None or ask is None or bid < ask, f"{symbol} crossed: {bid} >= {ask}"
-        assert rebuilt is not None
+        chain = walk_book_chain(
+            symbol, per_symbol[symbol], books.served[symbol], diffs_by_u[symbol]
+        )
+        counts, skipped, last, rebuilt = chain.counts, chain.skipped, chain.last, chain.book
         final, final_id = final_books[symbol]
         figures[symbol] = {
             "snapshots": counts["l2_snapshot"],
