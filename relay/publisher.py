@@ -54,7 +54,7 @@ from nats.js.api import ConsumerConfig, StreamConfig
 from prometheus_client import Counter, Histogram
 
 from relay.metrics import Metrics
-from relay.overload import OutageBuffer
+from relay.overload import OutageBuffer, count_dropped
 from relay.wire import OutMessage
 
 __all__ = ["ProvisioningError", "Publisher", "PublisherError"]
@@ -109,11 +109,6 @@ _decode_puback = msgspec.json.Decoder(_PubAck).decode
 
 def _venue(subject: str) -> str:
     return subject.split(".", 2)[1]
-
-
-def _data_type(subject: str) -> str:
-    last = subject.rpartition(".")[2]
-    return "status" if last == "_status" else last
 
 
 def _observe_many(histogram: Histogram, values: list[float]) -> None:
@@ -470,13 +465,7 @@ class Publisher:
             heapq.heappush(self._retries, (now + delay, self._retry_seq, waiting))
 
     def _drop(self, msgs: Iterable[OutMessage], reason: str) -> dict[str, int]:
-        by_type: dict[str, int] = {}
-        for m in msgs:
-            t = _data_type(m.subject)
-            by_type[t] = by_type.get(t, 0) + 1
-        for t, n in by_type.items():
-            self._metrics.dropped.labels(t, reason).inc(n)
-        return by_type
+        return count_dropped(self._metrics, msgs, reason)
 
     def _abandon(self, reason: str) -> None:
         """Count every message not settled as dropped: ``run`` is ending."""
