@@ -3,24 +3,29 @@
 Each run starts its own processes on 127.0.0.1 and stops them before the next one:
 
 * a ``nats-server`` with JetStream and a fresh file store (:class:`relay.natsd.NatsServer`);
-* the feed, ``bench/feed.py``: a fast loopback Binance venue playing the real capture in a
-  loop with shifted ids, so that every frame becomes a new message for JetStream;
-* the relay, ``python -m relay run -c <config>``: one Binance venue on the feed, 4 symbols
-  with trades, tickers and L2 books, the 4 market streams on file storage. ``--workers N``
-  sets ``service.workers`` and declares N such venues on the feed (``--venues`` to choose),
-  each with its own copy of the capture; the relay's CPU and RSS are then its processes'.
+* the feed, ``bench/feed.py``: fast loopback venues, one process, each playing real
+  captures in its own wire format in a loop with shifted ids, so that every frame becomes
+  a new message for JetStream (the mix of :data:`feed.VENUES` by default; ``--venues`` to
+  choose, ``--venues binance`` for the Binance-only run);
+* the relay, ``python -m relay run -c <config>``: each venue of the mix on the feed, with
+  the instruments and data types its captures carry, one stream per data type
+  (:data:`STREAMS`) on file storage. ``--workers N`` sets ``service.workers``: the venues
+  are shared over N processes, and the relay's CPU and RSS are then its processes'. A
+  venue named twice (``--venues binance,binance``) is declared twice, ``binance`` and
+  ``binance-2``, each with its own connection and copy of the capture.
 
 Two runs:
 
 **saturated**: the feed sends as fast as the relay reads. The relay reads faster than it
 publishes until its bounded channels are full, so the measuring window starts only once
-the relay stores messages as fast as it reads frames (steady state; at least ``--warmup``
-seconds after the first frame, at most ``--max-warmup``). Over the window, the relay's
-``/metrics`` counters give frames/s and stored messages/s, ``/proc`` the CPU seconds of the
-relay, nats-server and the feed (to see who limits whom on a small machine) and the relay's
-peak RSS.
+the relay stores messages as fast as it makes them of the frames it reads (steady state;
+at least ``--warmup`` seconds after the first frame, at most ``--max-warmup``). Over the
+window, the relay's ``/metrics`` counters give frames/s and stored messages/s, in all and
+per venue, ``/proc`` the CPU seconds of the relay, nats-server and the feed (to see who
+limits whom on a small machine) and the relay's peak RSS.
 
-**paced** (10k frames/s by default): frame-received → PubAck latency over the window, after
+**paced** (10k frames/s in all by default, shared evenly by the feed's connections):
+frame-received → PubAck latency over the window, after
 ``--warmup``, from two sources. The relay's ``relay_puback_latency_seconds`` histogram:
 bucket deltas, interpolated within buckets as Prometheus' ``histogram_quantile`` does, so
 only as fine as its buckets. And JetStream itself, exactly: every stored message carries
@@ -61,6 +66,7 @@ from typing import Any, TextIO
 import httpx
 import msgspec
 import nats
+from feed import VENUES  # bench/feed.py (this file runs as a script from bench/)
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client.parser import text_string_to_metric_families
@@ -69,14 +75,19 @@ import relay
 from relay.natsd import NatsServer, find_nats_server, free_port
 
 FEED = Path(__file__).resolve().parent / "feed.py"
-SYMBOLS = ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]
+SYMBOLS = list(VENUES["binance"].subscriptions[0][0])
+"""The Binance spot capture's symbols."""
 STREAMS = {
     "MARKET_TRADES": "market.*.*.trade",
     "MARKET_TICKERS": "market.*.*.ticker",
     "MARKET_BOOKS": "market.*.*.l2_orderbook",
+    "MARKET_FUNDING": "market.*.*.funding_rate",
+    "MARKET_MARK_PRICES": "market.*.*.mark_price",
+    "MARKET_OPEN_INTEREST": "market.*.*.open_interest",
     "MARKET_STATUS": "market.*._status",
 }
-DATA_STREAMS = ["MARKET_TRADES", "MARKET_TICKERS", "MARKET_BOOKS"]
+"""One stream per data type the mix publishes, and the status events."""
+DATA_STREAMS = [name for name in STREAMS if name != "MARKET_STATUS"]
 
 SATURATED_SECONDS = 20.0
 PACED_SECONDS = 15.0
@@ -86,14 +97,16 @@ WARMUP = 5.0
 MAX_WARMUP = 60.0
 STEADY_SECONDS = 3
 """Saturated steady state: over this many seconds, stored messages/s within
-:data:`STEADY_RATIO` of frames/s (each frame of the feed makes one message once the books
-are synced)."""
+:data:`STEADY_RATIO` of the events/s the relay made of the frames it read (a frame makes
+one event or several: a Bybit ticker is also a mark price, a funding rate and an open
+interest)."""
 STEADY_RATIO = 0.95
 KEPT_UP_RATIO = 0.97
 """A paced run kept up when it read at least this share of the target rate."""
 SAMPLE_EVERY = 1.0
 READY_TIMEOUT = 30.0
-FEED_TIMEOUT = 60.0
+FEED_TIMEOUT = 120.0
+"""Seconds the feed may take to encode its frames and listen (1 GiB of them at full speed)."""
 STOP_TIMEOUT = 5.0
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -159,7 +172,8 @@ class Feed:
     """``bench/feed.py`` as a child process; a thread reads its stdout.
 
     ``command`` runs another feed that speaks the same stdout protocol instead (the soak's
-    endless one); ``--rate`` and ``--duration`` are appended to it.
+    endless one), or this one with options; ``--rate`` (per connection) and ``--duration``
+    are appended to it.
     """
 
     def __init__(
@@ -178,12 +192,12 @@ class Feed:
         )
         self.urls: dict[str, str] = {}
         self.done_at: float | None = None
-        """``time.monotonic()`` when the first connection's stream ended ..."""
+        """``time.monotonic()`` when the first stream of a connection ended ..."""
         self.done_reason: str | None = None
         """... and why: ``end`` (out of frames), ``duration`` or ``closed``."""
-        self.sent_frames = 0
-        """Frames sent on the first connection, as last reported (about every second, and
-        exactly once its stream ended)."""
+        self._sent: dict[str, int] = {}
+        """Frames sent per connection, as last reported (about every second, and exactly
+        once its stream ended)."""
         self._listening = threading.Event()
         assert self.proc.stdout is not None
         threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
@@ -193,8 +207,8 @@ class Feed:
             words = line.split()
             if words and words[0] in ("sent", "done"):
                 fields = dict(w.split("=", 1) for w in words[1:] if "=" in w)
-                if fields.get("conn") == "1":
-                    self.sent_frames = int(fields.get("frames", self.sent_frames))
+                if "conn" in fields and "frames" in fields:
+                    self._sent[fields["conn"]] = int(fields["frames"])
                 if words[0] == "done" and self.done_at is None:
                     self.done_at = time.monotonic()
                     self.done_reason = fields.get("reason")
@@ -205,14 +219,20 @@ class Feed:
                     self._listening.set()
         self._listening.set()  # stdout closed: the process is gone
 
+    @property
+    def sent_frames(self) -> int:
+        """Frames sent on all connections, as last reported."""
+        return sum(self._sent.values())
+
     def wait_listening(self, timeout: float = FEED_TIMEOUT) -> tuple[str, str]:
-        """Wait until the feed has built its frames and listens; ``(ws_url, rest_url)``."""
+        """Wait until the feed has built its frames and listens; ``(ws_url, rest_url)``:
+        the base of every venue's WebSocket URL, and the REST base."""
         if not self._listening.wait(timeout) or "rest_url" not in self.urls:
             raise RuntimeError(f"the feed did not start; see {self._log.name}")
         return self.urls["ws_url"], self.urls["rest_url"]
 
     def ran_out_before(self, t: float) -> bool:
-        """Whether the feed had sent its last frame before ``t`` (monotonic)."""
+        """Whether a connection had been sent its last frame before ``t`` (monotonic)."""
         return self.done_reason == "end" and self.done_at is not None and self.done_at < t
 
     def close(self) -> None:
@@ -277,6 +297,8 @@ class Relay:
 
 
 _BY_LABEL = {
+    "relay_frames_received_total": "venue",
+    "relay_published_messages_total": "venue",
     "relay_channel_depth": "channel",
     "relay_publish_errors_total": "reason",
     "relay_dropped_messages_total": "reason",
@@ -439,34 +461,39 @@ def write_config(
     limits: Mapping[str, Mapping[str, int]] | None = None,
     *,
     workers: int = 1,
-    venues: int = 1,
+    venues: Sequence[str],
 ) -> Path:
     """A relay config like ``tests/test_e2e.py``'s, on the feed, logging warnings only.
 
-    ``limits``: per stream name, more ``[[nats.streams]]`` keys (``max_bytes``,
-    ``max_age_secs``, ...); none by default, so the streams keep everything.
-    ``workers``: ``service.workers``. ``venues``: how many Binance venues on the feed
-    (``binance``, ``binance-2``, ...), each with the 4 symbols: the feed plays every
-    connection the whole capture, so each venue gets its own copy of it, and its own
-    subjects and message ids (nothing dedupes across venues).
+    ``ws_url``, ``rest_url``: the feed's bases; each venue's ``ws_url`` is the first plus
+    its path (:data:`feed.VENUES`). ``limits``: per stream name, more ``[[nats.streams]]``
+    keys (``max_bytes``, ``max_age_secs``, ...); none by default, so the streams keep
+    everything. ``workers``: ``service.workers``. ``venues``: names of :data:`feed.VENUES`,
+    each declared with the instruments and data types of its captures; a name given again
+    is declared again (``binance-2``, ...): the feed plays every connection its whole
+    capture, so each copy gets its own, with its own subjects and message ids (nothing
+    dedupes across venues).
     """
     limits = limits or {}
-    entries = "".join(
-        f"""
+    entries = []
+    for name, venue_id in zip(venues, venue_ids(venues), strict=True):
+        venue = VENUES[name]
+        subscriptions = "".join(
+            f"\n[[venues.subscriptions]]\ninstruments = {json.dumps(list(instruments))}\n"
+            f"data_types = {json.dumps(list(data_types))}\n"
+            for instruments, data_types in venue.subscriptions
+        )
+        entries.append(
+            f"""
 [[venues]]
-id = "{"binance" if i == 1 else f"binance-{i}"}"
-adapter = "binance"
+id = "{venue_id}"
+adapter = "{venue.adapter}"
 
 [venues.connection]
-ws_url = "{ws_url}"
+ws_url = "{ws_url}{venue.ws_path}"
 rest_url = "{rest_url}"
-
-[[venues.subscriptions]]
-instruments = {json.dumps(SYMBOLS)}
-data_types = ["trade", "ticker", "l2_orderbook"]
-"""
-        for i in range(1, venues + 1)
-    )
+{subscriptions}"""
+        )
     streams = "".join(
         f'\n[[nats.streams]]\nname = "{name}"\nsubjects = ["{subject}"]\nstorage = "file"\n'
         + "".join(f"{key} = {value}\n" for key, value in limits.get(name, {}).items())
@@ -487,16 +514,32 @@ urls = ["{nats_url}"]
 [http]
 bind = "127.0.0.1"
 port = {http_port}
-{entries}"""
+{"".join(entries)}"""
     )
     return path
+
+
+def venue_ids(venues: Sequence[str]) -> list[str]:
+    """The relay's venue ids for :data:`feed.VENUES` names: the name, then ``<name>-2``, ..."""
+    seen: collections.Counter[str] = collections.Counter()
+    out = []
+    for name in venues:
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return out
+
+
+def connections(venues: Sequence[str]) -> int:
+    """WebSocket connections the relay opens to the feed for ``venues``: one per path."""
+    return sum(len(VENUES[name].paths) for name in venues)
 
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
     name: str
     rate: float
-    """Frames/s the feed sends on each venue's connection; 0 = as fast as the relay reads."""
+    """Frames/s the feed sends in all, shared evenly by its connections; 0 = as fast as the
+    relay reads."""
     seconds: float
     """Length of the measuring window."""
     warmup: float
@@ -506,7 +549,7 @@ class RunSpec:
     """Record the relay with py-spy over the window, as collapsed stacks."""
     workers: int = 1
     """``service.workers`` of the relay."""
-    venues: int = 1
+    venues: tuple[str, ...] = tuple(VENUES)
     """Venues on the feed (see :func:`write_config`)."""
 
 
@@ -526,9 +569,9 @@ def _steady(samples: list[Sample]) -> bool:
     if len(samples) <= STEADY_SECONDS:
         return False
     a, b = samples[-1 - STEADY_SECONDS], samples[-1]
-    frames = rate(a, b, "relay_frames_received_total")
+    events = rate(a, b, "relay_events_total")
     stored = rate(a, b, "relay_published_messages_total")
-    return frames > 0 and stored >= STEADY_RATIO * frames
+    return events > 0 and stored >= STEADY_RATIO * events
 
 
 @dataclass(slots=True)
@@ -562,16 +605,18 @@ def processes(
     feed_command: Sequence[str] | None = None,
     limits: Mapping[str, Mapping[str, int]] | None = None,
     workers: int = 1,
-    venues: int = 1,
+    venues: Sequence[str],
 ) -> Iterator[Processes]:
-    """nats-server (store ``tmp/<name>-nats``), the feed (``rate`` frames/s for
-    ``feed_seconds`` per connection; ``feed_command``: see :class:`Feed`) and the relay on
-    both (config ``tmp/<name>.toml`` with the stream ``limits``, ``workers`` and ``venues``),
-    ready; all stopped on exit. With workers, ``pids`` has ``relay`` (the parent) and
-    ``relay-worker<K>``: the relay's CPU is theirs together."""
+    """nats-server (store ``tmp/<name>-nats``), the feed (``rate`` frames/s per connection
+    for ``feed_seconds``; ``feed_command``: see :class:`Feed`, by default ``feed.py`` with
+    ``venues``) and the relay on both (config ``tmp/<name>.toml`` with the stream
+    ``limits``, ``workers`` and ``venues``), ready; all stopped on exit. With workers,
+    ``pids`` has ``relay`` (the parent) and ``relay-worker<K>``: the relay's CPU is theirs
+    together."""
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(NatsServer(tmp / f"{name}-nats"))
-        feed = Feed(rate, feed_seconds, tmp / f"{name}-feed.log", feed_command)
+        command = feed_command or [sys.executable, str(FEED), "--venues", ",".join(venues)]
+        feed = Feed(rate, feed_seconds, tmp / f"{name}-feed.log", command)
         stack.callback(feed.close)
         ws_url, rest_url = feed.wait_listening()
         http_port = free_port()
@@ -603,8 +648,9 @@ def run(spec: RunSpec, tmp: Path) -> RunResult:
     _say(f"[{name}] starting nats-server, feed and relay")
     # The feed streams a little longer than the run can last, then idles.
     feed_seconds = spec.max_warmup + spec.warmup + spec.seconds + 10
+    per_connection = spec.rate / connections(spec.venues)
     with processes(
-        name, tmp, spec.rate, feed_seconds, workers=spec.workers, venues=spec.venues
+        name, tmp, per_connection, feed_seconds, workers=spec.workers, venues=spec.venues
     ) as procs:
         server, feed, relay, pids = procs.server, procs.feed, procs.relay, procs.pids
         first = procs.wait_first_frame()
@@ -702,8 +748,10 @@ def summarize(result: RunResult) -> dict[str, Any]:
     relay_cpu = sum(seconds_used for proc, seconds_used in cpu.items() if _is_relay(proc))
     out: dict[str, Any] = {
         "workers": spec.workers,
-        "venues": spec.venues,
-        "target_frames_per_s": spec.rate * spec.venues or None,
+        "venues": venue_ids(spec.venues),
+        "venue_count": len(spec.venues),
+        "connections": connections(spec.venues),
+        "target_frames_per_s": spec.rate or None,
         "warmup_s": round(a.t - result.samples[0].t, 1),
         "steady": result.steady,
         "window_s": round(seconds, 2),
@@ -714,7 +762,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "published_msgs": int(stored),
         "published_msgs_per_s": round(stored / seconds),
         "duplicates": int(delta("relay_published_duplicates_total")),
-        "backlog_growth_msgs_per_s": round((frames - stored) / seconds),
+        "backlog_growth_msgs_per_s": round((delta("relay_events_total") - stored) / seconds),
         "venue_channel_depth_end": int(b.metrics.get("relay_channel_depth:venue_events")),
         "messages_channel_depth_end": int(b.metrics.get("relay_channel_depth:messages")),
         "in_flight_max": int(max(s.metrics.get("relay_publish_in_flight") for s in window)),
@@ -731,16 +779,32 @@ def summarize(result: RunResult) -> dict[str, Any]:
             proc: round(100 * used / seconds) for proc, used in cpu.items() if _is_relay(proc)
         }
     if spec.rate:
-        out["kept_up"] = frames / seconds >= KEPT_UP_RATIO * spec.rate * spec.venues
+        out["kept_up"] = frames / seconds >= KEPT_UP_RATIO * spec.rate
+
+    def per_venue(name: str) -> dict[str, int]:
+        before = a.metrics.by_label(name)
+        return {v: n - before.get(v, 0) for v, n in b.metrics.by_label(name).items()}
+
+    venue_frames = per_venue("relay_frames_received_total")
+    venue_stored = per_venue("relay_published_messages_total")
+    out["by_venue"] = {
+        venue: {
+            "frames_per_s": round(venue_frames.get(venue, 0) / seconds),
+            "published_msgs_per_s": round(venue_stored.get(venue, 0) / seconds),
+        }
+        for venue in venue_ids(spec.venues)
+    }
     # Totals since start; anything but zero means these are not the figures of a clean run.
     for name in (
         "relay_book_gaps_total",
         "relay_book_resyncs_total",
+        "relay_checksum_failures_total",
         "relay_parse_errors_total",
         "relay_reconnects_total",
         "relay_dropped_messages_total",
         "relay_publish_errors_total",
         "relay_publish_retries_total",
+        "relay_published_duplicates_total",
     ):
         out[name.removeprefix("relay_").removesuffix("_total")] = int(b.metrics.get(name))
     for name in ("relay_publish_errors_total", "relay_dropped_messages_total"):
@@ -817,7 +881,8 @@ def environment() -> dict[str, Any]:
 _ROWS: list[tuple[str, str, str]] = [
     # (label, key or "key.sub", format)
     ("relay worker processes", "workers", "{}"),
-    ("venues on the feed", "venues", "{}"),
+    ("venues on the feed", "venue_count", "{}"),
+    ("feed connections", "connections", "{}"),
     ("feed target, frames/s", "target_frames_per_s", "{:,.0f}"),
     ("warm-up, s", "warmup_s", "{:.0f}"),
     ("steady state reached", "steady", "{}"),
@@ -849,9 +914,11 @@ _ROWS: list[tuple[str, str, str]] = [
     ("recv → stored max, ms (JetStream)", "recv_to_stored_ms.max", "{:,.2f}"),
     ("book gaps", "book_gaps", "{:,.0f}"),
     ("book resyncs", "book_resyncs", "{:,.0f}"),
+    ("checksum failures", "checksum_failures", "{:,.0f}"),
     ("dropped messages", "dropped_messages", "{:,.0f}"),
     ("publish errors", "publish_errors", "{:,.0f}"),
     ("publish retries", "publish_retries", "{:,.0f}"),
+    ("duplicates since the start", "published_duplicates", "{:,.0f}"),
     ("feed ran out of frames", "feed_ran_out", "{}"),
 ]
 
@@ -859,9 +926,18 @@ _ROWS: list[tuple[str, str, str]] = [
 def table(results: dict[str, Any]) -> str:
     """The runs' figures side by side, one row per figure."""
     runs = [name for name in ("saturated", "paced") if name in results]
-    width = max(len(label) for label, _, _ in _ROWS)
+    venues = dict.fromkeys(v for name in runs for v in results[name].get("by_venue", {}))
+    rows = list(_ROWS)
+    # Per venue, after the totals they add up to.
+    at = next(i for i, (_, key, _) in enumerate(rows) if key == "published_msgs_per_s") + 1
+    rows[at:at] = [
+        (f"  {venue}, {what}", f"by_venue.{venue}.{key}", "{:,.0f}")
+        for venue in venues
+        for what, key in (("frames/s", "frames_per_s"), ("stored msgs/s", "published_msgs_per_s"))
+    ]
+    width = max(len(label) for label, _, _ in rows)
     lines = [f"{'':{width}}" + "".join(f"  {name:>12}" for name in runs)]
-    for label, key, fmt in _ROWS:
+    for label, key, fmt in rows:
         cells = []
         for name in runs:
             value: Any = results[name]
@@ -904,7 +980,8 @@ def _parser() -> argparse.ArgumentParser:
         "--rate",
         type=float,
         default=PACED_RATE,
-        help=f"frames/s of the paced run, per venue (default: {PACED_RATE:g})",
+        help="frames/s of the paced run, in all, shared evenly by the feed's connections "
+        f"(default: {PACED_RATE:g})",
     )
     parser.add_argument("--skip-saturated", action="store_true", help="no saturated run")
     parser.add_argument("--skip-paced", action="store_true", help="no paced run")
@@ -925,9 +1002,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--venues",
-        type=int,
-        help="Binance venues on the feed, each with the 4 symbols and its own copy of the "
-        "capture (default: as many as --workers)",
+        default=",".join(VENUES),
+        help=f"comma-separated venues of the feed, of {', '.join(VENUES)}; one named "
+        "again is declared again, with its own copy of the capture (default: all of them, "
+        "once; --venues binance: the Binance spot capture alone)",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temp dir (configs, logs, JetStream stores)"
@@ -955,9 +1033,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate must be positive")
     if not 1 <= args.workers <= 64:
         parser.error("--workers must be in 1..64")
-    venues = args.workers if args.venues is None else args.venues
-    if venues < 1:
-        parser.error("--venues must be at least 1")
+    venues = tuple(name for name in args.venues.split(",") if name)
+    if not venues or any(name not in VENUES for name in venues):
+        parser.error(f"--venues takes names from {', '.join(VENUES)}")
     if args.profile and _py_spy() is None:
         parser.error("--profile needs py-spy: pip install py-spy")
     signal.signal(signal.SIGTERM, _interrupt)

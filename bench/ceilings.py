@@ -4,9 +4,9 @@
 runs, with the same feed process and the same kind of nats-server, and reports the
 relay's end-to-end figures as shares of them:
 
-**Reading** (``clients``): a bare client that only counts the frames of ``bench/feed.py``
-at full speed (``--rate 0``), each in its own process as the relay is, one per WebSocket
-stack:
+**Reading** (``clients``): a bare client that only counts the frames of ``bench/feed.py``'s
+Binance spot stream (``--venues binance``) at full speed (``--rate 0``), each in its own
+process as the relay is, one per WebSocket stack:
 
 * ``trio-websocket`` (``open_websocket_url``, ``get_message()`` per frame, a message queue
   of :data:`relay.transport.MAX_QUEUE`);
@@ -22,7 +22,7 @@ the last frame and ``ran_out`` says so.
 
 **Publishing** (``publisher``): :class:`relay.publisher.Publisher` alone, taking messages
 from a :class:`relay.overload.OutageBuffer` as in the relay, into a fresh nats-server with
-the bench's four streams on file storage, with the relay's configuration (the bench's TOML,
+the bench's streams on file storage, with the relay's configuration (the bench's TOML,
 read by :func:`relay.config.load_config`: publish window, ack timeout, retry schedule,
 buffer size), in its own process. The messages are the bench's own: the feed's frames
 (``bench/feed.py``'s passes with shifted ids) decoded once by the Binance codec and
@@ -225,8 +225,8 @@ def bench_messages(passes: int = REAL_PASSES) -> list[Any]:
     from relay.wire import to_message
 
     recording = load(feed.DEFAULT_CAPTURE)
-    templates = len(feed.shifted_templates(recording))
-    stream = feed.build_stream(recording, templates * passes, 2**31)
+    playback = feed.build(["binance"])[0][feed.BINANCE_PATH]
+    stream = feed.build_stream(playback, len(playback.templates) * passes, 2**31)
     adapter = adapters.load("binance")
     types = frozenset({DataType.TRADE, DataType.TICKER, DataType.L2_ORDERBOOK})
     subs = [Subscription(s, adapter.canonical_symbol(s) or s, types) for s in SYMBOLS]
@@ -371,6 +371,8 @@ def measure(
     messages: int = MESSAGES,
 ) -> dict[str, Any]:
     """Every ceiling, each with fresh processes (logs and stores under ``tmp``)."""
+    from feed import BINANCE_PATH
+
     from bench import Feed, write_config
     from relay.natsd import NatsServer, free_port
 
@@ -382,10 +384,17 @@ def measure(
             0.0,
             warmup + seconds + 60,
             tmp / f"ceiling-{name}-feed.log",
-            [sys.executable, str(HERE / "feed.py"), "--max-mb", str(FEED_MB)],
+            [
+                sys.executable,
+                str(HERE / "feed.py"),
+                "--venues",
+                "binance",
+                "--max-mb",
+                str(FEED_MB),
+            ],
         )
         try:
-            ws_url, _ = feed.wait_listening()
+            ws_url = feed.wait_listening()[0] + BINANCE_PATH
             with (tmp / f"ceiling-{name}.log").open("w") as log:
                 result = _child(
                     ["client", lib, ws_url, str(warmup), str(seconds)], log, feed.proc.pid
@@ -399,7 +408,12 @@ def measure(
         # The bench's own config: its streams, publish window and buffers; the venue URLs
         # are never dialled here.
         config = write_config(
-            tmp / "ceiling.toml", server.url, "ws://127.0.0.1:9/", "http://127.0.0.1:9", free_port()
+            tmp / "ceiling.toml",
+            server.url,
+            "ws://127.0.0.1:9",
+            "http://127.0.0.1:9",
+            free_port(),
+            venues=("binance",),
         )
         nats_proc = getattr(server, "_proc", None)
         with (tmp / "ceiling-publisher.log").open("w") as log:

@@ -4,10 +4,11 @@ The same real setup as ``bench/bench.py`` (whose functions it uses): a ``nats-se
 JetStream and a fresh file store, a loopback Binance venue as its own process, and the
 relay, ``python -m relay run -c <config>``, on both, all on 127.0.0.1. Only the venue
 differs: ``bench/feed.py`` encodes every frame before it listens, which caps a playback at
-its 256 MiB buffer (about 20 minutes at 10k frames/s), so the soak runs its own feed,
-``python bench/soak.py feed``. It plays the same frames with the same ids as
-``bench/feed.py`` (it uses that module's templates, shifts and restoring diffs), pass after
-pass without end, encoding each pass when it is due; every message is new to JetStream.
+its buffer (1 GiB by default, about 9 minutes of Binance frames at 10k frames/s), so the
+soak runs its own feed, ``python bench/soak.py feed``. It plays the same Binance frames
+with the same ids as ``bench/feed.py`` (it uses that module's templates, shifts and
+restoring diffs), pass after pass without end, encoding each pass when it is due; every
+message is new to JetStream.
 
 The feed sends ``--rate`` frames/s (10,000 by default) from the relay's first frame until
 :data:`FEED_MARGIN` seconds after ``--duration`` (an hour by default). After ``--warmup``
@@ -56,6 +57,7 @@ from typing import Any
 import msgspec
 import nats
 from feed import (
+    BINANCE_PATH,
     DEFAULT_CAPTURE,
     TICK,
     ShiftedFrame,
@@ -64,8 +66,8 @@ from feed import (
     _exit_now,
     _exit_when_orphaned,
     make_rest_handler,
+    rest_bodies,
     shifted_templates,
-    snapshots,
     ws_header,
 )
 from feed import _say as _feed_say
@@ -162,10 +164,10 @@ class _EndlessConnection(_Connection):
         tick: float,
     ) -> None:
         self.passes = _Passes(templates)
-        super().__init__(sock, number, self.passes.next(), rate, duration, tick)
+        # The bench's config looks for Binance at this path.
+        super().__init__(sock, number, {BINANCE_PATH: self.passes.next()}, rate, duration, tick)
 
-    def _stream(self) -> None:
-        stream = self.stream
+    def _stream(self, stream: Stream) -> None:
         view = memoryview(stream.data)
         i = 0  # frames of the current pass sent
         frames = nbytes = 0
@@ -256,7 +258,7 @@ def feed_main(argv: list[str]) -> int:
     )
     listener = socket.create_server(("127.0.0.1", args.ws_port), backlog=16)
     rest = ThreadingHTTPServer(
-        ("127.0.0.1", args.http_port), make_rest_handler(snapshots(recording))
+        ("127.0.0.1", args.http_port), make_rest_handler(rest_bodies(recording))
     )
     rest.daemon_threads = True
     threading.Thread(target=rest.serve_forever, daemon=True).start()
@@ -265,7 +267,7 @@ def feed_main(argv: list[str]) -> int:
         args=(listener, templates, args.rate, args.duration, args.tick),
         daemon=True,
     ).start()
-    _feed_say(f"ws_url=ws://127.0.0.1:{listener.getsockname()[1]}/stream")
+    _feed_say(f"ws_url=ws://127.0.0.1:{listener.getsockname()[1]}")
     _feed_say(f"rest_url=http://127.0.0.1:{rest.server_address[1]}")
     threading.Event().wait()  # until a signal or orphaning ends the process
     return 0
@@ -364,7 +366,13 @@ def soak(args: argparse.Namespace, tmp: Path) -> SoakResult:
     feed_command = [sys.executable, str(SOAK), "feed"]
     feed_seconds = args.duration + FEED_MARGIN
     with processes(
-        "soak", tmp, args.rate, feed_seconds, feed_command=feed_command, limits=LIMITS
+        "soak",
+        tmp,
+        args.rate,
+        feed_seconds,
+        feed_command=feed_command,
+        limits=LIMITS,
+        venues=("binance",),
     ) as procs:
         relay, feed = procs.relay, procs.feed
         pid = relay.proc.pid
