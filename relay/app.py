@@ -4,6 +4,7 @@
 
     root nursery
     ├── HTTP sidecar (Hypercorn + Quart-Trio)          cancelled last
+    ├── heap trimmer (relay.heap: freed memory back to the system every 10 s)
     └── pipeline nursery
         ├── publisher (nats-py on its own asyncio thread)   ← outage buffer (bytes, policies)
         ├── normalizer                                      ← venue events channel
@@ -40,6 +41,7 @@ from relay.config import (
 )
 from relay.events import MarketEvent, VenueStatus
 from relay.health import RelayHealth, VenueHealth
+from relay.heap import trim_heap_forever
 from relay.instruments import Catalog, InstrumentSource
 from relay.metrics import Metrics
 from relay.normalizer import Normalizer
@@ -101,6 +103,7 @@ class Relay:
                 serve_sidecar, self.health, self.metrics, http_cfg.bind, http_cfg.port
             )
             log.info("sidecar listening", urls=urls)
+            root.start_soon(trim_heap_forever)
             async with trio.open_nursery() as pipeline:
                 # Until NATS answers, a stop ends the start-up: nothing has been read yet.
                 with trio.CancelScope() as startup:
