@@ -35,6 +35,10 @@ bench-peer *args:
 soak *args:
     python bench/soak.py {{args}}
 
+# The relay's RSS with 1,000 streams over Binance, OKX and Bybit; fails above 250 MB.
+bench-memory *args:
+    python bench/memory.py {{args}}
+
 # Format the code.
 fmt:
     ruff format .
