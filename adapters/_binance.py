@@ -24,7 +24,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 import msgspec
 
-from adapters._common import chunks, split_quote
+from adapters._common import EpochMs, chunks, split_quote
 from relay.book import OrderBook
 from relay.codec import Codec, FetchSnapshot, Reconnect, SendFrame, Subscription
 from relay.events import MarketEvent, VenueStatus
@@ -107,11 +107,11 @@ class Envelope(msgspec.Struct, gc=False):
     msg: str | None = None
     error: Error | None = None
     event: str | None = msgspec.field(default=None, name="e")
-    event_time: int | None = msgspec.field(default=None, name="E")
+    event_time: EpochMs | None = msgspec.field(default=None, name="E")
 
 
 class _EventTime(msgspec.Struct, gc=False):
-    event_time: int | None = msgspec.field(default=None, name="E")
+    event_time: EpochMs | None = msgspec.field(default=None, name="E")
 
 
 envelope_decoder: Final = msgspec.json.Decoder(Envelope)

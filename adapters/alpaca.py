@@ -83,11 +83,13 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from adapters._common import (
-    check_finite,
+    Int64,
     check_levels_magnitude,
+    check_non_negative,
     chunks,
     decimal_text,
     merge_subscriptions,
+    rfc3339_fraction_ns,
 )
 from relay.book import OrderBook, parse_levels
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
@@ -101,7 +103,6 @@ from relay.events import (
     Trade,
 )
 from relay.instruments import Instrument, InstrumentSource, canonical, decode
-from relay.timestamps import rfc3339_ns
 
 __all__ = [
     "ADAPTER",
@@ -183,13 +184,13 @@ class _Trade(msgspec.Struct, gc=False):
     price: Decimal = msgspec.field(name="p")
     size: Decimal = msgspec.field(name="s")
     time: str = msgspec.field(name="t")
-    id: int = msgspec.field(name="i")
+    id: Int64 = msgspec.field(name="i")
     taker: Literal["B", "S"] | None = msgspec.field(default=None, name="tks")
     ts: int = msgspec.field(default=0, name="__ts")  # filled from ``time``
 
     def __post_init__(self) -> None:
-        check_finite(self.price, self.size)
-        self.ts = rfc3339_ns(self.time)
+        check_non_negative(self.price, self.size)
+        self.ts = rfc3339_fraction_ns(self.time)
 
 
 class _Quote(msgspec.Struct, gc=False):
@@ -202,8 +203,8 @@ class _Quote(msgspec.Struct, gc=False):
     ts: int = msgspec.field(default=0, name="__ts")
 
     def __post_init__(self) -> None:
-        check_finite(self.bid_price, self.bid_size, self.ask_price, self.ask_size)
-        self.ts = rfc3339_ns(self.time)
+        check_non_negative(self.bid_price, self.bid_size, self.ask_price, self.ask_size)
+        self.ts = rfc3339_fraction_ns(self.time)
 
 
 class _Level(msgspec.Struct, gc=False):
@@ -221,7 +222,7 @@ class _Book(msgspec.Struct, gc=False):
 
     def __post_init__(self) -> None:
         check_levels_magnitude((lv.price, lv.size) for lv in (*self.bids, *self.asks))
-        self.ts = rfc3339_ns(self.time)
+        self.ts = rfc3339_fraction_ns(self.time)
 
 
 _frame_decoder = msgspec.json.Decoder(list[msgspec.Raw])

@@ -40,7 +40,7 @@ from adapters._binance import (
     exchange_info,
     pair_symbol,
 )
-from adapters._common import check_data_types, merge_subscriptions, pack
+from adapters._common import EpochMs, Int64, check_data_types, merge_subscriptions, pack
 from relay.book import Level as BookLevel
 from relay.book import parse_levels
 from relay.codec import Adapter, Codec, Endpoints, Subscription
@@ -52,7 +52,7 @@ from relay.events import (
     MarketEvent,
     Ticker,
     Trade,
-    check_num,
+    check_non_negative,
 )
 from relay.instruments import Instrument, InstrumentSource, canonical
 from relay.timestamps import NS_PER_MS
@@ -102,24 +102,24 @@ def canonical_symbol(native: str) -> str | None:
 class _TradeFields(msgspec.Struct, gc=False):
     price: str = msgspec.field(name="p")
     qty: str = msgspec.field(name="q")
-    time: int = msgspec.field(name="T")
+    time: EpochMs = msgspec.field(name="T")
     buyer_is_maker: bool = msgspec.field(name="m")
 
     def __post_init__(self) -> None:
-        check_num(self.price)
-        check_num(self.qty)
+        check_non_negative(self.price)
+        check_non_negative(self.qty)
 
 
 class _Trade(_TradeFields, gc=False):
-    id: int = msgspec.field(name="t")
+    id: Int64 = msgspec.field(name="t")
 
 
 class _AggTrade(_TradeFields, gc=False):
-    id: int = msgspec.field(name="a")
+    id: Int64 = msgspec.field(name="a")
 
 
 class _BookTicker(msgspec.Struct, gc=False):
-    update_id: int = msgspec.field(name="u")
+    update_id: Int64 = msgspec.field(name="u")
     bid_price: str = msgspec.field(name="b")
     bid_size: str = msgspec.field(name="B")
     ask_price: str = msgspec.field(name="a")
@@ -127,13 +127,13 @@ class _BookTicker(msgspec.Struct, gc=False):
 
     def __post_init__(self) -> None:
         for text in (self.bid_price, self.bid_size, self.ask_price, self.ask_size):
-            check_num(text)
+            check_non_negative(text)
 
 
 class _DepthDiff(msgspec.Struct, gc=False):
-    event_time: int = msgspec.field(name="E")
-    first_id: int = msgspec.field(name="U")
-    last_id: int = msgspec.field(name="u")
+    event_time: EpochMs = msgspec.field(name="E")
+    first_id: Int64 = msgspec.field(name="U")
+    last_id: Int64 = msgspec.field(name="u")
     bids: list[Level] = msgspec.field(name="b")
     asks: list[Level] = msgspec.field(name="a")
     # Not in the JSON (the names cannot occur there); filled from bids/asks after decoding.
@@ -146,7 +146,7 @@ class _DepthDiff(msgspec.Struct, gc=False):
 
 
 class _DepthSnapshot(msgspec.Struct, gc=False):
-    last_update_id: int = msgspec.field(name="lastUpdateId")
+    last_update_id: Int64 = msgspec.field(name="lastUpdateId")
     bids: list[Level]
     asks: list[Level]
     book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")

@@ -86,6 +86,8 @@ from adapters._binance import (
     pair_symbol,
 )
 from adapters._common import (
+    EpochMs,
+    Int64,
     check_data_types,
     merge_subscriptions,
     pack,
@@ -106,6 +108,7 @@ from relay.events import (
     MarkPrice,
     Ticker,
     Trade,
+    check_non_negative,
     check_num,
 )
 from relay.instruments import Instrument, InstrumentSource, Kind, canonical, expiry_code
@@ -190,46 +193,46 @@ class _TradeFields(msgspec.Struct, gc=False):
     symbol: str = msgspec.field(name="s")
     price: str = msgspec.field(name="p")
     qty: str = msgspec.field(name="q")
-    time: int = msgspec.field(name="T")
+    time: EpochMs = msgspec.field(name="T")
     buyer_is_maker: bool = msgspec.field(name="m")
 
     def __post_init__(self) -> None:
-        check_num(self.price)
-        check_num(self.qty)
+        check_non_negative(self.price)
+        check_non_negative(self.qty)
 
 
 class _Trade(_TradeFields, gc=False):
-    id: int = msgspec.field(name="t")
+    id: Int64 = msgspec.field(name="t")
 
 
 class _AggTrade(_TradeFields, gc=False):
-    id: int = msgspec.field(name="a")
+    id: Int64 = msgspec.field(name="a")
 
 
 class _BookTicker(msgspec.Struct, gc=False):
     symbol: str = msgspec.field(name="s")
-    update_id: int = msgspec.field(name="u")
+    update_id: Int64 = msgspec.field(name="u")
     bid_price: str = msgspec.field(name="b")
     bid_size: str = msgspec.field(name="B")
     ask_price: str = msgspec.field(name="a")
     ask_size: str = msgspec.field(name="A")
-    time: int | None = msgspec.field(default=None, name="T")
-    event_time: int | None = msgspec.field(default=None, name="E")
+    time: EpochMs | None = msgspec.field(default=None, name="T")
+    event_time: EpochMs | None = msgspec.field(default=None, name="E")
 
     def __post_init__(self) -> None:
         for text in (self.bid_price, self.bid_size, self.ask_price, self.ask_size):
-            check_num(text)
+            check_non_negative(text)
 
 
 class _DepthDiff(msgspec.Struct, gc=False):
     symbol: str = msgspec.field(name="s")
-    event_time: int = msgspec.field(name="E")
-    first_id: int = msgspec.field(name="U")
-    last_id: int = msgspec.field(name="u")
-    prev_id: int = msgspec.field(name="pu")
+    event_time: EpochMs = msgspec.field(name="E")
+    first_id: Int64 = msgspec.field(name="U")
+    last_id: Int64 = msgspec.field(name="u")
+    prev_id: Int64 = msgspec.field(name="pu")
     bids: list[Level] = msgspec.field(name="b")
     asks: list[Level] = msgspec.field(name="a")
-    time: int | None = msgspec.field(default=None, name="T")
+    time: EpochMs | None = msgspec.field(default=None, name="T")
     # Not in the JSON (the names cannot occur there); filled from bids/asks after decoding.
     book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")
     book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__book_asks")
@@ -242,10 +245,10 @@ class _DepthDiff(msgspec.Struct, gc=False):
 
 
 class _DepthSnapshot(msgspec.Struct, gc=False):
-    last_update_id: int = msgspec.field(name="lastUpdateId")
+    last_update_id: Int64 = msgspec.field(name="lastUpdateId")
     bids: list[Level]
     asks: list[Level]
-    time: int | None = msgspec.field(default=None, name="T")
+    time: EpochMs | None = msgspec.field(default=None, name="T")
     book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")
     book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__book_asks")
 
@@ -256,12 +259,12 @@ class _DepthSnapshot(msgspec.Struct, gc=False):
 
 class _MarkPrice(msgspec.Struct, gc=False):
     symbol: str = msgspec.field(name="s")
-    event_time: int = msgspec.field(name="E")
+    event_time: EpochMs = msgspec.field(name="E")
     mark: str = msgspec.field(name="p")
     index: str = msgspec.field(default="", name="i")
     rate: str = msgspec.field(default="", name="r")
     """Empty for contracts without funding (⚠ as reported for dated contracts)."""
-    next_funding: int = msgspec.field(default=0, name="T")
+    next_funding: EpochMs = msgspec.field(default=0, name="T")
 
     def __post_init__(self) -> None:
         check_num(self.mark)
@@ -278,11 +281,11 @@ class _ForceOrderBody(msgspec.Struct, gc=False):
     price: str = msgspec.field(name="p")
     avg_price: str = msgspec.field(name="ap")
     filled: str = msgspec.field(name="z")
-    time: int = msgspec.field(name="T")
+    time: EpochMs = msgspec.field(name="T")
 
     def __post_init__(self) -> None:
         for text in (self.qty, self.price, self.avg_price, self.filled):
-            check_num(text)
+            check_non_negative(text)
 
 
 class _ForceOrder(msgspec.Struct, gc=False):

@@ -58,17 +58,16 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from adapters._common import (
+    MAX_EPOCH_MS,
+    Int64,
     check_data_types,
-    check_levels_magnitude,
     chunks,
     merge_subscriptions,
     pack,
-    price_size,
     split_quote,
 )
-from relay.book import Level as BookLevel
-from relay.book import OrderBook, parse_levels
-from relay.checksum import book_checksum
+from relay.book import OrderBook, TextLevel, parse_text_levels
+from relay.checksum import text_book_checksum
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
 from relay.events import (
     BookDelta,
@@ -82,6 +81,7 @@ from relay.events import (
     Side,
     Ticker,
     Trade,
+    check_non_negative,
     check_num,
 )
 from relay.instruments import (
@@ -194,10 +194,13 @@ class _Envelope(msgspec.Struct, gc=False):
 def _ms(value: str | int) -> int:
     """A millisecond time in ns; Bitget sends both strings and numbers (doc vs production)."""
     if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"negative timestamp {value}")
+        if not 0 <= value <= MAX_EPOCH_MS:
+            raise ValueError(f"not a millisecond time: {value}")
         return value * NS_PER_MS
-    return ms_text_to_ns(value)
+    ns = ms_text_to_ns(value)
+    if ns > MAX_EPOCH_MS * NS_PER_MS:
+        raise ValueError(f"not a millisecond time: {value[:40]!r}")
+    return ns
 
 
 class _Trade(msgspec.Struct, gc=False):
@@ -208,8 +211,8 @@ class _Trade(msgspec.Struct, gc=False):
     tradeId: str
 
     def __post_init__(self) -> None:
-        check_num(self.price)
-        check_num(self.size)
+        check_non_negative(self.price)
+        check_non_negative(self.size)
         _ms(self.ts)
 
 
@@ -229,11 +232,16 @@ class _Ticker(msgspec.Struct, gc=False):
 
     def __post_init__(self) -> None:
         _ms(self.ts)
+        # Bitget leaves absent values empty. Funding rates, mark and index prices may be
+        # negative; the rest are traded or quoted prices, sizes and open interest.
         for text in (
             self.bidPr, self.bidSz, self.askPr, self.askSz, self.lastPr, self.last,
-            self.fundingRate, self.markPrice, self.indexPrice, self.holdingAmount,
+            self.holdingAmount,
         ):  # fmt: skip
-            if text:  # Bitget leaves absent values empty
+            if text:
+                check_non_negative(text)
+        for text in (self.fundingRate, self.markPrice, self.indexPrice):
+            if text:
                 check_num(text)
         if self.nextFundingTime not in ("", "0", 0):
             _ms(self.nextFundingTime)
@@ -246,25 +254,20 @@ class _Book(msgspec.Struct, gc=False):
     bids: list[list[str]]
     ts: str | int
     checksum: int = 0
-    seq: int | None = None
-    pseq: int | None = None
+    seq: Int64 | None = None
+    pseq: Int64 | None = None
     # Not in the JSON (the names cannot occur there); filled after decoding.
     wire_bids: list[Level] = msgspec.field(default_factory=list, name="__wire_bids")
     wire_asks: list[Level] = msgspec.field(default_factory=list, name="__wire_asks")
-    book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")
-    book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__book_asks")
+    book_bids: list[TextLevel] = msgspec.field(default_factory=list, name="__book_bids")
+    book_asks: list[TextLevel] = msgspec.field(default_factory=list, name="__book_asks")
     ts_ns: int = msgspec.field(default=0, name="__ts_ns")
 
     def __post_init__(self) -> None:
         # Everything is validated before the book is touched.
         self.ts_ns = _ms(self.ts)
-        self.wire_bids = price_size(self.bids)
-        self.wire_asks = price_size(self.asks)
-        self.book_bids = parse_levels(self.wire_bids)
-        self.book_asks = parse_levels(self.wire_asks)
-        # The checksum writes the book's numbers out: 1E+999999999 would take a gigabyte.
-        check_levels_magnitude(self.book_bids)
-        check_levels_magnitude(self.book_asks)
+        self.wire_bids, self.book_bids = parse_text_levels(self.bids)
+        self.wire_asks, self.book_asks = parse_text_levels(self.asks)
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -308,7 +311,7 @@ class _Symbol:
         self.native = f"{inst_type}:{inst_id}"
         self.symbol = sub.symbol
         self.data_types = sub.data_types
-        self.book = OrderBook()
+        self.book: OrderBook[TextLevel] = OrderBook()
         self.synced = False
         self.seq_id: int | None = None
         """The venue ``seq`` of the last applied book message (None without seq)."""
@@ -609,7 +612,7 @@ class BitgetCodec(Codec):
         """Check the book after applying ``msg``; on failure resync and return False."""
         book = state.book
         if msg.checksum:
-            ours = book_checksum(book)
+            ours = text_book_checksum(book)
             if ours != msg.checksum:
                 detail = f"checksum {msg.checksum}, book gives {ours} (seq={msg.seq})"
                 out.append(self._checksum_mismatch(state, detail, recv_ns))

@@ -72,6 +72,9 @@ from typing import Final, Literal
 import msgspec
 
 from adapters._common import (
+    MAX_EPOCH_MS,
+    EpochMs,
+    Int64,
     check_data_types,
     chunks,
     merge_subscriptions,
@@ -95,6 +98,7 @@ from relay.events import (
     OpenInterest,
     Ticker,
     Trade,
+    check_non_negative,
     check_num,
 )
 from relay.instruments import (
@@ -237,9 +241,9 @@ class _Envelope(msgspec.Struct, gc=False):
 
     topic: str | None = None
     type: str | None = None
-    ts: int | None = None
-    cts: int | None = None
-    cs: int | None = None
+    ts: EpochMs | None = None
+    cts: EpochMs | None = None
+    cs: Int64 | None = None
     data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     op: str | None = None
     success: bool | None = None
@@ -252,32 +256,32 @@ class _Envelope(msgspec.Struct, gc=False):
 
 
 class _Trade(msgspec.Struct, gc=False):
-    time: int = msgspec.field(name="T")
+    time: EpochMs = msgspec.field(name="T")
     side: Literal["Buy", "Sell"] = msgspec.field(name="S")
     size: str = msgspec.field(name="v")
     price: str = msgspec.field(name="p")
     id: str = msgspec.field(name="i")
 
     def __post_init__(self) -> None:
-        check_num(self.price)
-        check_num(self.size)
+        check_non_negative(self.price)
+        check_non_negative(self.size)
 
 
 class _Liquidation(msgspec.Struct, gc=False):
-    time: int = msgspec.field(name="T")
+    time: EpochMs = msgspec.field(name="T")
     side: Literal["Buy", "Sell"] = msgspec.field(name="S")
     size: str = msgspec.field(name="v")
     price: str = msgspec.field(name="p")
 
     def __post_init__(self) -> None:
-        check_num(self.price)
-        check_num(self.size)
+        check_non_negative(self.price)
+        check_non_negative(self.size)
 
 
 class _Book(msgspec.Struct, gc=False):
     bids: list[Level] = msgspec.field(name="b")
     asks: list[Level] = msgspec.field(name="a")
-    update_id: int = msgspec.field(name="u")
+    update_id: Int64 = msgspec.field(name="u")
     # Not in the JSON (the names cannot occur there); filled from bids/asks after decoding.
     book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")
     book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__book_asks")
@@ -322,12 +326,22 @@ class _Ticker(msgspec.Struct, gc=False, rename="camel"):
     open_interest_value: str | None = None
 
     def __post_init__(self) -> None:
-        for name in _TICKER_ATTRS:
-            text = getattr(self, name)
+        # Funding rates, mark and index prices may be negative; the rest are traded or
+        # quoted prices, sizes, open interest and a time.
+        for text in (
+            self.last_price, self.bid1_price, self.bid1_size, self.ask1_price, self.ask1_size,
+            self.open_interest, self.open_interest_value, self.next_funding_time,
+        ):  # fmt: skip
+            if text:
+                check_non_negative(text)
+        for text in (self.mark_price, self.index_price, self.funding_rate):
             if text:
                 check_num(text)
-        if self.next_funding_time and not self.next_funding_time.isdigit():
-            raise ValueError(f"nextFundingTime is not epoch ms: {self.next_funding_time!r}")
+        next_time = self.next_funding_time
+        if next_time and not (
+            next_time.isascii() and next_time.isdigit() and int(next_time) <= MAX_EPOCH_MS
+        ):
+            raise ValueError(f"nextFundingTime is not epoch ms: {next_time!r}")
 
     def present(self) -> dict[str, str]:
         """The fields this message carries, by wire name."""

@@ -67,9 +67,11 @@ from typing import Final, Literal
 import msgspec
 
 from adapters._common import (
+    Int64,
     check_data_types,
     chunks,
     merge_subscriptions,
+    rfc3339_fraction_ns,
     scale_levels,
     scale_size,
     split_pair,
@@ -86,7 +88,7 @@ from relay.events import (
     Side,
     Ticker,
     Trade,
-    check_num,
+    check_non_negative,
 )
 from relay.instruments import (
     Instrument,
@@ -145,7 +147,7 @@ def canonical_symbol(native: str) -> str | None:
 class _Envelope(msgspec.Struct, gc=False):
     channel: str | None = None
     timestamp: str | None = None
-    sequence_num: int | None = None
+    sequence_num: Int64 | None = None
     events: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     type: str | None = None  # "error" frames
     message: str | None = None
@@ -188,9 +190,9 @@ class _Trade(msgspec.Struct, gc=False):
     ts_ns: int = msgspec.field(default=0, name="__ts")
 
     def __post_init__(self) -> None:
-        check_num(self.price)
-        check_num(self.size)
-        self.ts_ns = rfc3339_ns(self.time)
+        check_non_negative(self.price)
+        check_non_negative(self.size)
+        self.ts_ns = rfc3339_fraction_ns(self.time)
 
 
 class _TradesEvent(msgspec.Struct, gc=False):
@@ -214,7 +216,7 @@ class _Ticker(msgspec.Struct, gc=False):
             self.best_ask_quantity,
         ):
             if text is not None:
-                check_num(text)
+                check_non_negative(text)
 
 
 class _TickerEvent(msgspec.Struct, gc=False):
@@ -290,7 +292,7 @@ class CoinbaseCodec(Codec):
     max_send_rate = 4.0  # 8 unauthenticated messages/s per IP; leave room for other connections
     ping_interval = None  # no application ping: the heartbeats channel keeps the connection open
     max_lifetime = None  # no documented forced disconnect ⚠
-    # The envelope's timestamp is parsed after decoding: rfc3339_ns's ValueError is a bad frame.
+    # The envelope's timestamp is parsed after decoding: its ValueError is a bad frame.
     bad_frame_errors = (ValueError,)
 
     def __init__(
@@ -382,7 +384,7 @@ class CoinbaseCodec(Codec):
             return [self._parse_error("unrecognized frame", recv_ns)]
         if env.timestamp is None or env.sequence_num is None:
             return [self._parse_error(f"{channel}: no timestamp or sequence_num", recv_ns)]
-        ts_ns = rfc3339_ns(env.timestamp)
+        ts_ns = rfc3339_fraction_ns(env.timestamp)
         out: list[MarketEvent] = []
         self._check_sequence(env.sequence_num, recv_ns, out)
         if env.events is msgspec.UNSET:

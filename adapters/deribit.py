@@ -89,9 +89,12 @@ from typing import Final, Literal
 import msgspec
 
 from adapters._common import (
+    EpochMs,
+    Int64,
     check_data_types,
     check_finite,
     check_levels_magnitude,
+    check_non_negative,
     chunks,
     decimal_text,
     merge_subscriptions,
@@ -221,41 +224,39 @@ class _RpcError(msgspec.Struct, gc=False):
     message: str | None = None
 
 
+class _Params(msgspec.Struct, gc=False):
+    """A notification's ``params``: a subscription's ``channel`` and ``data``, or a
+    heartbeat's ``type``. Decoded with the envelope, in the same pass over the frame."""
+
+    channel: str | None = None
+    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    type: str | None = None
+
+
 class _Envelope(msgspec.Struct, gc=False):
     """Any frame: a notification (``method`` + ``params``) or a response (``id``)."""
 
     id: int | str | None = None
     method: str | None = None
-    params: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    params: _Params | msgspec.UnsetType = msgspec.UNSET
     result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     error: _RpcError | None = None
 
 
-class _Notification(msgspec.Struct, gc=False):
-    channel: str
-    data: msgspec.Raw
-
-
-class _Heartbeat(msgspec.Struct, gc=False):
-    type: str
-
-
 class _Trade(msgspec.Struct, gc=False):
-    trade_id: str | int
-    timestamp: int
+    trade_id: str | Int64
+    timestamp: EpochMs
     price: Decimal
     amount: Decimal
     direction: Literal["buy", "sell"]
     liquidation: Literal["M", "T", "MT"] | None = None
 
     def __post_init__(self) -> None:
-        check_finite(self.price, self.amount)
-        if self.amount.is_signed():
-            raise ValueError(f"negative trade amount {self.amount}")
+        check_non_negative(self.price, self.amount)
 
 
 class _Ticker(msgspec.Struct, gc=False):
-    timestamp: int
+    timestamp: EpochMs
     best_bid_price: Decimal | None = None
     best_bid_amount: Decimal | None = None
     best_ask_price: Decimal | None = None
@@ -267,17 +268,15 @@ class _Ticker(msgspec.Struct, gc=False):
     current_funding: Decimal | None = None
 
     def __post_init__(self) -> None:
-        check_finite(
+        check_non_negative(
             self.best_bid_price,
             self.best_bid_amount,
             self.best_ask_price,
             self.best_ask_amount,
             self.last_price,
-            self.mark_price,
-            self.index_price,
             self.open_interest,
-            self.current_funding,
         )
+        check_finite(self.mark_price, self.index_price, self.current_funding)
 
 
 _RawLevel = tuple[Literal["new", "change", "delete"], Decimal, Decimal]
@@ -300,11 +299,11 @@ def _levels(raw: list[_RawLevel]) -> tuple[list[Level], list[BookLevel]]:
 
 class _Book(msgspec.Struct, gc=False):
     type: Literal["snapshot", "change"]
-    timestamp: int
-    change_id: int
+    timestamp: EpochMs
+    change_id: Int64
     bids: list[_RawLevel]
     asks: list[_RawLevel]
-    prev_change_id: int | None = None
+    prev_change_id: Int64 | None = None
     # Not in the JSON (the names cannot occur there); filled from bids/asks after decoding.
     text_bids: list[Level] = msgspec.field(default_factory=list, name="__text_bids")
     text_asks: list[Level] = msgspec.field(default_factory=list, name="__text_asks")
@@ -317,8 +316,6 @@ class _Book(msgspec.Struct, gc=False):
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
-_notification_decoder = msgspec.json.Decoder(_Notification)
-_heartbeat_decoder = msgspec.json.Decoder(_Heartbeat)
 _trades_decoder = msgspec.json.Decoder(list[_Trade])
 _ticker_decoder = msgspec.json.Decoder(_Ticker)
 _book_decoder = msgspec.json.Decoder(_Book)
@@ -496,13 +493,14 @@ class DeribitCodec(Codec):
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
         env = _envelope_decoder.decode(data)
         method = env.method
+        params = env.params
         if method == "subscription":
-            if env.params is msgspec.UNSET:
-                return [self._parse_error("subscription without params", recv_ns)]
-            note = _notification_decoder.decode(env.params)
+            if params is msgspec.UNSET or params.channel is None or params.data is msgspec.UNSET:
+                return [self._parse_error("subscription without channel and data", recv_ns)]
+            channel = params.channel
             # book.BTC-PERPETUAL.100ms: instrument names hold no dots. Other shapes (grouped
             # books, per-currency trades) and other kinds are channels we never ask for.
-            parts = note.channel.split(".")
+            parts = channel.split(".")
             if len(parts) != 3:
                 return []
             handler = self._handlers.get(parts[0])
@@ -510,13 +508,13 @@ class DeribitCodec(Codec):
             if handler is None or state is None:
                 return []
             try:
-                return handler(state, note.data, recv_ns)
+                return handler(state, params.data, recv_ns)
             except msgspec.DecodeError as exc:
-                return [self._parse_error(f"{note.channel}: {exc}", recv_ns)]
+                return [self._parse_error(f"{channel}: {exc}", recv_ns)]
         if method == "heartbeat":
-            if env.params is msgspec.UNSET:
-                return [self._parse_error("heartbeat without params", recv_ns)]
-            if _heartbeat_decoder.decode(env.params).type == "test_request":
+            if params is msgspec.UNSET or params.type is None:
+                return [self._parse_error("heartbeat without type", recv_ns)]
+            if params.type == "test_request":
                 # Unanswered, the server closes the connection.
                 self._request("public/test", {})
             return []
@@ -666,8 +664,11 @@ class DeribitCodec(Codec):
                     last_price=decimal_text(t.last_price),
                 )
             )
-        index_price = decimal_text(t.index_price)
-        mark_price = decimal_text(t.mark_price)
+        if DataType.MARK_PRICE in wanted or DataType.FUNDING_RATE in wanted:
+            index_price = decimal_text(t.index_price)
+            mark_price = decimal_text(t.mark_price)
+        else:
+            index_price = mark_price = None  # written out only for the events that carry them
         if DataType.MARK_PRICE in wanted and mark_price is not None:
             out.append(
                 MarkPrice(

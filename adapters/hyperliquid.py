@@ -68,7 +68,14 @@ from typing import Final, Literal
 
 import msgspec
 
-from adapters._common import check_data_types, merge_subscriptions, scale_size
+from adapters._common import (
+    EpochMs,
+    Int64,
+    check_data_types,
+    merge_subscriptions,
+    scale_levels,
+    scale_size,
+)
 from relay.book import OrderBook, parse_levels
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
 from relay.events import (
@@ -82,6 +89,7 @@ from relay.events import (
     Ticker,
     Trade,
     VenueStatus,
+    check_non_negative,
     check_num,
 )
 from relay.instruments import Instrument, InstrumentSource, canonical, decode, step_text
@@ -143,8 +151,16 @@ class _Level(msgspec.Struct, gc=False):
     sz: str
 
     def __post_init__(self) -> None:
-        check_num(self.px)
-        check_num(self.sz)
+        check_non_negative(self.px)
+        check_non_negative(self.sz)
+
+
+class _BookLevel(msgspec.Struct, gc=False):
+    """A book level: checked by relay.book.parse_levels, once per text thanks to its cache,
+    rather than by a ``__post_init__`` per level of every (full-depth) message."""
+
+    px: str
+    sz: str
 
 
 class _Trade(msgspec.Struct, gc=False):
@@ -152,24 +168,24 @@ class _Trade(msgspec.Struct, gc=False):
     side: Literal["B", "A"]
     px: str
     sz: str
-    time: int
-    tid: int | str
+    time: EpochMs
+    tid: Int64 | str
 
     def __post_init__(self) -> None:
-        check_num(self.px)
-        check_num(self.sz)
+        check_non_negative(self.px)
+        check_non_negative(self.sz)
 
 
 class _Bbo(msgspec.Struct, gc=False):
     coin: str
-    time: int
+    time: EpochMs
     bbo: tuple[_Level | None, _Level | None]
 
 
 class _Book(msgspec.Struct, gc=False):
     coin: str
-    time: int
-    levels: tuple[list[_Level], list[_Level]]
+    time: EpochMs
+    levels: tuple[list[_BookLevel], list[_BookLevel]]
 
 
 class _Ctx(msgspec.Struct, gc=False):
@@ -179,8 +195,10 @@ class _Ctx(msgspec.Struct, gc=False):
     mark_px: str = msgspec.field(name="markPx")
 
     def __post_init__(self) -> None:
-        for text in (self.funding, self.open_interest, self.oracle_px, self.mark_px):
-            check_num(text)
+        check_num(self.funding)
+        check_non_negative(self.open_interest)
+        check_num(self.oracle_px)
+        check_num(self.mark_px)
 
 
 class _AssetCtx(msgspec.Struct, gc=False):
@@ -393,10 +411,10 @@ class HyperliquidCodec(Codec):
         if book.time <= coin.book_time:
             self.counters.stale_deltas_dropped += 1
             return []
-        cs = coin.contract_size
-        bids: list[Level] = [(lv.px, scale_size(lv.sz, cs)) for lv in book.levels[0]]
-        asks: list[Level] = [(lv.px, scale_size(lv.sz, cs)) for lv in book.levels[1]]
-        # parse_levels also rejects negative sizes, which check_num lets through.
+        bids: list[Level] = [(lv.px, lv.sz) for lv in book.levels[0]]
+        asks: list[Level] = [(lv.px, lv.sz) for lv in book.levels[1]]
+        # The venue's texts are checked here, before any contract-size arithmetic; the book
+        # holds them unscaled (only its prices and which sizes are zero matter to it).
         try:
             book_bids, book_asks = parse_levels(bids), parse_levels(asks)
         except ValueError as exc:  # not raised while decoding: not a bad_frame_errors
@@ -413,8 +431,8 @@ class HyperliquidCodec(Codec):
                 ts_venue=book.time * NS_PER_MS,
                 ts_recv=recv_ns,
                 sequence=book.time,
-                bids=bids,
-                asks=asks,
+                bids=scale_levels(bids, coin.contract_size),
+                asks=scale_levels(asks, coin.contract_size),
             )
         ]
         if not coin.synced:

@@ -59,17 +59,15 @@ from typing import Final
 import msgspec
 
 from adapters._common import (
+    Int64,
     check_data_types,
-    check_levels_magnitude,
     chunks,
     merge_subscriptions,
-    price_size,
     scale_levels,
     scale_size,
 )
-from relay.book import Level as BookLevel
-from relay.book import OrderBook, parse_levels
-from relay.checksum import book_checksum
+from relay.book import OrderBook, TextLevel, parse_text_levels
+from relay.checksum import text_book_checksum
 from relay.codec import Adapter, Codec, Endpoints, Reconnect, SendFrame, Subscription
 from relay.events import (
     BookDelta,
@@ -83,6 +81,7 @@ from relay.events import (
     Side,
     Ticker,
     Trade,
+    check_non_negative,
     check_num,
 )
 from relay.instruments import (
@@ -190,13 +189,8 @@ class _Trade(msgspec.Struct, gc=False):
     ts: str
 
     def __post_init__(self) -> None:
-        check_num(self.px)
-        check_num(self.sz)
-
-
-def _opt_num(text: str) -> str | None:
-    """OKX writes an absent value (no bid on an empty book) as ``""``."""
-    return check_num(text) if text else None
+        check_non_negative(self.px)
+        check_non_negative(self.sz)
 
 
 class _Ticker(msgspec.Struct, gc=False):
@@ -210,7 +204,9 @@ class _Ticker(msgspec.Struct, gc=False):
 
     def __post_init__(self) -> None:
         for text in (self.last, self.bidPx, self.bidSz, self.askPx, self.askSz):
-            _opt_num(text)
+            # OKX writes an absent value (no bid on an empty book) as "".
+            if text:
+                check_non_negative(text)
 
 
 class _Funding(msgspec.Struct, gc=False):
@@ -240,8 +236,8 @@ class _LiqDetail(msgspec.Struct, gc=False):
     posSide: str = ""
 
     def __post_init__(self) -> None:
-        check_num(self.bkPx)
-        check_num(self.sz)
+        check_non_negative(self.bkPx)
+        check_non_negative(self.sz)
 
 
 class _Liquidation(msgspec.Struct, gc=False):
@@ -256,26 +252,21 @@ class _Book(msgspec.Struct, gc=False):
     bids: list[list[str]]
     ts: str
     checksum: int = 0
-    seqId: int | None = None
-    prevSeqId: int | None = None
+    seqId: Int64 | None = None
+    prevSeqId: Int64 | None = None
     # Not in the JSON (the names cannot occur there); filled after decoding.
     wire_bids: list[Level] = msgspec.field(default_factory=list, name="__wire_bids")
     wire_asks: list[Level] = msgspec.field(default_factory=list, name="__wire_asks")
-    book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__book_bids")
-    book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__book_asks")
+    book_bids: list[TextLevel] = msgspec.field(default_factory=list, name="__book_bids")
+    book_asks: list[TextLevel] = msgspec.field(default_factory=list, name="__book_asks")
     ts_ns: int = msgspec.field(default=0, name="__ts_ns")
 
     def __post_init__(self) -> None:
         # Everything is validated here, before the book is touched: a bad message must not
         # leave a half-applied book behind.
         self.ts_ns = ms_text_to_ns(self.ts)
-        self.wire_bids = price_size(self.bids)
-        self.wire_asks = price_size(self.asks)
-        self.book_bids = parse_levels(self.wire_bids)
-        self.book_asks = parse_levels(self.wire_asks)
-        # The checksum writes the book's numbers out: 1E+999999999 would take a gigabyte.
-        check_levels_magnitude(self.book_bids)
-        check_levels_magnitude(self.book_asks)
+        self.wire_bids, self.book_bids = parse_text_levels(self.bids)
+        self.wire_asks, self.book_asks = parse_text_levels(self.asks)
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -319,7 +310,7 @@ class _Symbol:
         self.symbol = sub.symbol
         self.data_types = sub.data_types
         self.contract_size = sub.contract_size
-        self.book = OrderBook()
+        self.book: OrderBook[TextLevel] = OrderBook()
         self.synced = False
         """A snapshot was applied (and published) on this connection; deltas may follow."""
         self.seq_id: int | None = None
@@ -358,7 +349,7 @@ class OkxCodec(Codec):
        checked. Anything else is a gap: ``book_gap`` + ``book_resync`` statuses.
     3. After applying a message, whenever its ``checksum`` is non-zero (OKX sends ``0``
        since it retired the checksum in 2026), the CRC32 of the top 25 interleaved levels
-       of the codec's book (:func:`relay.checksum.book_checksum`) must equal it; otherwise
+       of the codec's book (:func:`relay.checksum.text_book_checksum`) must equal it; otherwise
        ``checksum_mismatch`` + ``book_resync``. A crossed book is treated the same way
        (``book_resync`` with the crossing prices).
     4. Resync: the instrument's book is dropped, nothing more is published for it until the
@@ -664,7 +655,7 @@ class OkxCodec(Codec):
         """Check the book after applying ``msg``; on failure resync and return False."""
         book = state.book
         if msg.checksum:
-            ours = book_checksum(book)
+            ours = text_book_checksum(book)
             if ours != msg.checksum:
                 detail = f"checksum {msg.checksum}, book gives {ours} (seqId={msg.seqId})"
                 out.append(self._checksum_mismatch(state, detail, recv_ns))

@@ -17,14 +17,17 @@ Layout, chosen for a stream of small updates against books of a few thousand lev
   list on every top-of-book change; measured about 3x slower at 5000 levels.)
 
 Prices are :class:`~decimal.Decimal`; prices equal in value (``1.10`` and ``1.1``) are the
-same level, and a level reads back as the ``(price, size)`` tuple of its latest update, so
-the strings a venue sent survive. Negation uses :meth:`~decimal.Decimal.copy_negate`, which
-is exact whatever the decimal context.
+same level, and a level reads back as the tuple of its latest update, so the strings a
+venue sent survive. That tuple is a :data:`Level` ``(price, size)``, or a :data:`TextLevel`
+``(price, size, price text, size text)`` for the venues whose checksums are computed over
+the text (:func:`parse_text_levels`): the book reads the first two items only. Negation
+uses :meth:`~decimal.Decimal.copy_negate`, which is exact whatever the decimal context.
 
-:func:`parse_levels` memoizes, in bounded module-level caches, the decimal of each price and
-size text and :meth:`BookSide.update` the sort key of each ask price: the same numbers recur
-in every update, and a dict lookup is far cheaper than building a Decimal, let alone hashing
-a fresh one. The values are the exact ones either way; only object identity is shared.
+:func:`parse_levels` and :func:`parse_text_levels` memoize, in bounded module-level caches,
+the decimal of each price and size text, and :meth:`BookSide.update` and
+:meth:`BookSide.replace` the sort key of each ask price: the same numbers recur in every
+update, and a dict lookup is far cheaper than building a Decimal, let alone hashing a fresh
+one. The values are the exact ones either way; only object identity is shared.
 """
 
 from __future__ import annotations
@@ -32,14 +35,31 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from relay.events import is_plain_decimal
 
 Level = tuple[Decimal, Decimal]
 """A level as the book holds it: (price, size) as decimals."""
+TextLevel = tuple[Decimal, Decimal, str, str]
+"""A level that also carries the venue's text of its price and size."""
+L = TypeVar("L", Level, TextLevel)
 
-__all__ = ["BookSide", "Level", "OrderBook", "levels_valid", "parse_levels"]
+__all__ = [
+    "MAX_MAGNITUDE",
+    "BookSide",
+    "Level",
+    "OrderBook",
+    "TextLevel",
+    "levels_valid",
+    "parse_levels",
+    "parse_text_levels",
+]
+
+MAX_MAGNITUDE: Final = 100
+"""Decimal exponents (of the leading digit) a venue number may have, either way: no price or
+size needs more. ``1E+999999999`` is finite, but its plain text (``format(d, "f")``, and so
+every checksum and published level) would take a gigabyte."""
 
 
 CACHE_LIMIT: Final = 1 << 15
@@ -52,7 +72,8 @@ CACHE_LIMIT: Final = 1 << 15
 # Decimal(text) is exact whatever the context, so memoizing it cannot change a value, only
 # which of several equal objects is returned, and Decimals are immutable, so sharing one
 # between levels and books is safe. Only validated values are cached: a cached price is
-# finite, a cached size finite and non-negative, so a hit needs no further check.
+# finite, a cached size finite and non-negative, both within MAX_MAGNITUDE, so a hit needs
+# no further check.
 #
 # A cache that reaches CACHE_LIMIT is emptied in place (cheaper on a miss than any LRU
 # bookkeeping): memory stays bounded, and a working set too large to fit costs about what no
@@ -68,40 +89,90 @@ BULK_UPDATE: Final = 256
 
 
 def parse_levels(levels: Sequence[tuple[str, str]]) -> list[Level]:
-    """Decimal levels from a venue's text levels; ``ValueError`` unless :func:`levels_valid`.
+    """Decimal levels from a venue's text levels; ``ValueError`` unless :func:`levels_valid`
+    and within :data:`MAX_MAGNITUDE`.
 
     Each text is looked up in a bounded cache of already validated decimals first, so the
     common case costs two dict lookups a level; a miss builds and checks the decimal. On
     the first invalid level the whole list is parsed again without the caches, so the error
     (and its message) is exactly the one of the plain parse.
     """
-    prices = _prices
-    sizes = _sizes
-    parsed: list[Level] = []
-    append = parsed.append
+    # One comprehension of subscripts while every text is cached (a KeyError leaves it for
+    # the loop that fills the caches): about half the work of a loop with get() and tests.
     try:
-        for price, size in levels:
-            p = prices.get(price)
+        return [(_prices[price], _sizes[size]) for price, size in levels]
+    except KeyError:
+        return [(p, s) for p, s, _, _ in _parse_missed(levels)]
+
+
+def parse_text_levels(
+    levels: Sequence[Sequence[str]],
+) -> tuple[list[tuple[str, str]], list[TextLevel]]:
+    """:func:`parse_levels` of ``[price, size, …]`` lists (items past the size are ignored),
+    giving both the ``(price, size)`` texts and the book's levels; ``ValueError`` for a
+    short level, and as :func:`parse_levels` does."""
+    try:
+        texts = [(level[0], level[1]) for level in levels]
+    except IndexError:
+        raise ValueError("a book level needs a price and a size") from None
+    try:
+        return texts, [(_prices[price], _sizes[size], price, size) for price, size in texts]
+    except KeyError:
+        return texts, _parse_missed(texts)
+
+
+def _parse_missed(texts: Sequence[tuple[str, str]]) -> list[TextLevel]:
+    """:func:`parse_text_levels`'s levels (of which :func:`parse_levels` keeps the Decimals)
+    once a text is missing from the caches: each one is looked up or built and cached, or
+    the reference error raised."""
+    parsed: list[TextLevel] = []
+    try:
+        for price, size in texts:
+            p = _prices.get(price)
             if p is None:
-                p = Decimal(price)
-                if not p.is_finite() or not is_plain_decimal(price):
-                    return _parse_uncached(levels)
-                if len(prices) >= CACHE_LIMIT:
-                    prices.clear()
-                prices[price] = p
-            s = sizes.get(size)
+                p = _new_price(price)
+            s = _sizes.get(size)
             if s is None:
-                s = Decimal(size)
-                # -0 is signed but zero, hence ``and s``.
-                if not s.is_finite() or (s.is_signed() and s) or not is_plain_decimal(size):
-                    return _parse_uncached(levels)
-                if len(sizes) >= CACHE_LIMIT:
-                    sizes.clear()
-                sizes[size] = s
-            append((p, s))
+                s = _new_size(size)
+            if p is None or s is None:
+                break
+            parsed.append((p, s, price, size))
+        else:
+            return parsed
     except InvalidOperation:
-        return _parse_uncached(levels)
-    return parsed
+        pass
+    _parse_uncached(texts)
+    raise AssertionError("unreachable: _parse_uncached raises on what the caches refused")
+
+
+def _new_price(text: str) -> Decimal | None:
+    """The Decimal of a price text not yet cached, cached if it is a valid price; ``None``
+    if it is not (``InvalidOperation`` if it is no number at all)."""
+    p = Decimal(text)
+    if not (p.is_finite() and is_plain_decimal(text)) or not (
+        -MAX_MAGNITUDE <= p.adjusted() <= MAX_MAGNITUDE
+    ):
+        return None
+    if len(_prices) >= CACHE_LIMIT:
+        _prices.clear()
+    _prices[text] = p
+    return p
+
+
+def _new_size(text: str) -> Decimal | None:
+    """:func:`_new_price` for a size, which must not be negative either."""
+    s = Decimal(text)
+    # -0 is signed but zero, hence ``and s``.
+    if (
+        not (s.is_finite() and is_plain_decimal(text))
+        or (s.is_signed() and s)
+        or not -MAX_MAGNITUDE <= s.adjusted() <= MAX_MAGNITUDE
+    ):
+        return None
+    if len(_sizes) >= CACHE_LIMIT:
+        _sizes.clear()
+    _sizes[text] = s
+    return s
 
 
 def _parse_uncached(levels: Sequence[tuple[str, str]]) -> list[Level]:
@@ -115,6 +186,12 @@ def _parse_uncached(levels: Sequence[tuple[str, str]]) -> list[Level]:
         raise ValueError("a level is not a decimal number") from None
     if not levels_valid(parsed):
         raise ValueError("a level has a non-finite price or a non-finite or negative size")
+    for price, size in parsed:
+        if not (
+            -MAX_MAGNITUDE <= price.adjusted() <= MAX_MAGNITUDE
+            and -MAX_MAGNITUDE <= size.adjusted() <= MAX_MAGNITUDE
+        ):
+            raise ValueError(f"a level of absurd magnitude: {str(price)[:40]} {str(size)[:40]}")
     return parsed
 
 
@@ -142,8 +219,8 @@ def _ask_key(price: Decimal) -> Decimal:
     return key
 
 
-class BookSide:
-    """One side of a book: bids (``ask=False``) or asks (``ask=True``)."""
+class BookSide(Generic[L]):
+    """One side of a book: bids (``ask=False``) or asks (``ask=True``) of levels ``L``."""
 
     __slots__ = ("_ask", "_keys", "_levels")
 
@@ -152,7 +229,7 @@ class BookSide:
         # Both the dict and the sorted list use the sort key (the price for bids, the negated
         # price for asks), and they share the key objects: a Decimal caches its hash, and
         # hashing a fresh one costs ~0.75 us, so best()/top() must not build new keys.
-        self._levels: dict[Decimal, Level] = {}
+        self._levels: dict[Decimal, L] = {}
         self._keys: list[Decimal] = []  # ascending: the best level is last
 
     def _key(self, price: Decimal) -> Decimal:
@@ -169,11 +246,11 @@ class BookSide:
         level = self._levels.get(self._key(price))
         return None if level is None else level[1]
 
-    def set(self, price: Decimal, size: Decimal) -> None:
+    def set(self: BookSide[Level], price: Decimal, size: Decimal) -> None:
         """Set the absolute size at ``price``; a zero size removes the level."""
         self.update(((price, size),))
 
-    def update(self, levels: Iterable[Level]) -> None:
+    def update(self, levels: Iterable[L]) -> None:
         """Apply absolute-size updates in order (size zero deletes)."""
         if isinstance(levels, list) and len(levels) > BULK_UPDATE:
             self._update_bulk(levels)
@@ -183,7 +260,8 @@ class BookSide:
         ask = self._ask
         negated = _negated
         for level in levels:
-            price, size = level
+            price = level[0]
+            size = level[1]
             if ask:
                 key = negated.get(price)
                 if key is None:
@@ -200,12 +278,13 @@ class BookSide:
                 del book[key]
                 del keys[bisect_left(keys, key)]
 
-    def _update_bulk(self, levels: list[Level]) -> None:
+    def _update_bulk(self, levels: list[L]) -> None:
         """:meth:`update` for a delta of many levels: the sorted keys are rebuilt once
         instead of one insertion each (each a memmove of the key list: quadratic)."""
         book = self._levels
         for level in levels:
-            price, size = level
+            price = level[0]
+            size = level[1]
             key = price
             if self._ask:
                 key = _negated.get(price)
@@ -217,16 +296,25 @@ class BookSide:
                 book.pop(key, None)
         self._keys[:] = sorted(book)
 
-    def replace(self, levels: Iterable[Level]) -> None:
+    def replace(self, levels: Iterable[L]) -> None:
         """Replace the whole side (snapshot); zero sizes are skipped, a repeated price keeps
         its last level."""
-        book: dict[Decimal, Level] = {}
+        book: dict[Decimal, L] = {}
         ask = self._ask
+        negated = _negated
         for level in levels:
-            price, size = level
-            # Not through _negated, unlike update(): most snapshot prices are new ones, and
-            # looking a new price up there would hash it as well as its negation.
-            key = price.copy_negate() if ask else price
+            price = level[0]
+            size = level[1]
+            # Through _negated, as in update(): venues that send the whole book again and
+            # again (Hyperliquid, Kraken, Bybit's depth 1) repeat most prices, and a repeated
+            # price's cached key saves hashing a fresh negation (measured 4x faster on 50
+            # repeated asks). A new price costs one hash more, of the price itself.
+            if ask:
+                key = negated.get(price)
+                if key is None:
+                    key = _ask_key(price)
+            else:
+                key = price
             if size:
                 book[key] = level
             else:
@@ -238,12 +326,12 @@ class BookSide:
         self._levels = {}
         self._keys = []
 
-    def best(self) -> Level | None:
+    def best(self) -> L | None:
         """The best level (highest bid, lowest ask), or ``None`` when the side is empty."""
         keys = self._keys
         return self._levels[keys[-1]] if keys else None
 
-    def top(self, n: int) -> list[Level]:
+    def top(self, n: int) -> list[L]:
         """The best ``n`` levels, best first."""
         if n <= 0:
             return []
@@ -252,13 +340,13 @@ class BookSide:
         picked = keys[: -n - 1 : -1] if n < len(keys) else keys[::-1]
         return [levels[k] for k in picked]
 
-    def levels(self) -> list[Level]:
+    def levels(self) -> list[L]:
         """All levels, best first (bids descending, asks ascending by price)."""
         return self.top(len(self._keys))
 
 
-class OrderBook:
-    """Bids and asks of one instrument.
+class OrderBook(Generic[L]):
+    """Bids and asks of one instrument, of levels ``L`` (:data:`Level` or :data:`TextLevel`).
 
     ``bids`` and ``asks`` are the two :class:`BookSide` objects; the methods here are the
     whole-book operations a codec needs.
@@ -267,19 +355,19 @@ class OrderBook:
     __slots__ = ("asks", "bids")
 
     def __init__(self) -> None:
-        self.bids = BookSide(ask=False)
-        self.asks = BookSide(ask=True)
+        self.bids: BookSide[L] = BookSide(ask=False)
+        self.asks: BookSide[L] = BookSide(ask=True)
 
     def __len__(self) -> int:
         """Number of levels on both sides."""
         return len(self.bids) + len(self.asks)
 
-    def apply_snapshot(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+    def apply_snapshot(self, bids: Iterable[L], asks: Iterable[L]) -> None:
         """Replace the book with a snapshot."""
         self.bids.replace(bids)
         self.asks.replace(asks)
 
-    def apply_delta(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+    def apply_delta(self, bids: Iterable[L], asks: Iterable[L]) -> None:
         """Apply absolute-size updates to both sides (size zero deletes the level)."""
         self.bids.update(bids)
         self.asks.update(asks)
@@ -288,10 +376,10 @@ class OrderBook:
         self.bids.clear()
         self.asks.clear()
 
-    def best_bid(self) -> Level | None:
+    def best_bid(self) -> L | None:
         return self.bids.best()
 
-    def best_ask(self) -> Level | None:
+    def best_ask(self) -> L | None:
         return self.asks.best()
 
     def is_crossed(self) -> bool:
@@ -312,22 +400,26 @@ class OrderBook:
         The crossing prices for a codec's status detail; one call does the check and the
         text, so a codec can use it on every update instead of :meth:`is_crossed`.
         """
-        bid = self.bids.best()
-        if bid is None:
+        # The sides' insides, read here directly: this runs after every update, and the best
+        # bid's sort key is its price.
+        bid_keys = self.bids._keys
+        ask_keys = self.asks._keys
+        if not bid_keys or not ask_keys:
             return None
-        ask = self.asks.best()
-        if ask is None or bid[0] < ask[0]:
+        bid = bid_keys[-1]
+        ask = self.asks._levels[ask_keys[-1]][0]
+        if bid < ask:
             return None
-        return f"bid {bid[0]} >= ask {ask[0]}"
+        return f"bid {bid} >= ask {ask}"
 
-    def top(self, n: int) -> tuple[list[Level], list[Level]]:
+    def top(self, n: int) -> tuple[list[L], list[L]]:
         """The best ``n`` bids (descending) and asks (ascending)."""
         return self.bids.top(n), self.asks.top(n)
 
-    def sorted_bids(self) -> list[Level]:
+    def sorted_bids(self) -> list[L]:
         """All bids, highest price first."""
         return self.bids.levels()
 
-    def sorted_asks(self) -> list[Level]:
+    def sorted_asks(self) -> list[L]:
         """All asks, lowest price first."""
         return self.asks.levels()

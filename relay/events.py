@@ -3,7 +3,8 @@
 Each event is a msgspec Struct with a ``type`` tag; the JSON body of a published message is
 exactly the event encoded by :mod:`relay.wire`. Prices and sizes are :data:`Num`: the exact
 decimal text the venue sent (``"0.00000000"``), checked by the codec to be a decimal number
-in plain notation (:func:`check_num`), so ``Decimal(x)`` gives the value and the JSON
+in plain notation (:func:`check_num`; sizes and traded or quoted prices, which cannot be
+negative, by :func:`check_non_negative`), so ``Decimal(x)`` gives the value and the JSON
 strings equal what the venue sent.
 (A ``Decimal`` field would not do: msgspec writes ``Decimal("0.00000000")`` as ``"0E-8"``.)
 Timestamps are integer nanoseconds since the Unix epoch: ``ts_venue`` as stamped by the venue
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -47,11 +48,41 @@ def is_plain_decimal(text: str) -> bool:
     return _PLAIN_DECIMAL.fullmatch(text) is not None
 
 
+CHECKED_LIMIT: Final = 1 << 13
+"""Texts each of :func:`check_num` and :func:`check_non_negative` remembers as checked
+before it starts over empty."""
+
+# Venues repeat the same numbers constantly (the best bid and ask, round sizes): a set lookup
+# costs a fraction of a regex match. Only texts that matched are remembered.
+_checked_nums: set[str] = set()
+_checked_non_negative: set[str] = set()
+
+
 def check_num(text: str) -> str:
     """Return ``text`` if it is a decimal number in plain notation, else raise
-    ``ValueError``."""
-    if _PLAIN_DECIMAL.fullmatch(text) is None:
-        raise ValueError(f"not a plain decimal number: {text[:40]!r}")
+    ``ValueError``. For values that can be negative: funding rates, mark and index prices."""
+    if text not in _checked_nums:
+        if _PLAIN_DECIMAL.fullmatch(text) is None:
+            raise ValueError(f"not a plain decimal number: {text[:40]!r}")
+        if len(_checked_nums) >= CHECKED_LIMIT:
+            _checked_nums.clear()
+        _checked_nums.add(text)
+    return text
+
+
+_NON_NEGATIVE_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]{1,2})?")
+""":data:`_PLAIN_DECIMAL` without the sign: one match checks both."""
+
+
+def check_non_negative(text: str) -> str:
+    """:func:`check_num` for what cannot be negative: sizes, open interest, and the prices
+    of trades, quotes and liquidations. ``-0`` is refused too (no venue writes it)."""
+    if text not in _checked_non_negative:
+        if _NON_NEGATIVE_DECIMAL.fullmatch(text) is None:
+            raise ValueError(f"not a non-negative plain decimal number: {text[:40]!r}")
+        if len(_checked_non_negative) >= CHECKED_LIMIT:
+            _checked_non_negative.clear()
+        _checked_non_negative.add(text)
     return text
 
 

@@ -4,7 +4,9 @@ Events carry ``ts_venue`` in nanoseconds (:mod:`relay.events`); venues send mill
 as JSON integers (multiply by :data:`NS_PER_MS`) or as decimal strings
 (:func:`ms_text_to_ns`), or RFC 3339 text with up to nanosecond fractions
 (:func:`rfc3339_ns`). The parsers are strict, and exact: no float is involved. A value
-they reject raises ``ValueError``, which a codec reports as a ``parse_error``.
+they reject raises ``ValueError``, which a codec reports as a ``parse_error``; so does a
+time outside 1970 to 2262, whose nanoseconds would not fit the int64 that consumers in most
+languages read ``ts_venue`` into (:data:`MAX_NS`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,21 @@ from datetime import date
 from functools import lru_cache
 from typing import Final
 
-__all__ = ["NS_PER_MS", "ms_text_to_ns", "rfc3339_ns"]
+__all__ = ["MAX_NS", "NS_PER_MS", "check_ns", "ms_text_to_ns", "rfc3339_ns"]
 
 NS_PER_MS: Final = 1_000_000
 """Nanoseconds per millisecond: epoch milliseconds times this are event nanoseconds."""
+
+MAX_NS: Final = 2**63 - 1
+"""The last event time an int64 holds (2262-04-11T23:47:16.854775807Z)."""
+
+
+def check_ns(ns: int, text: str) -> int:
+    """Return ``ns`` if it is an event time from 1970 to :data:`MAX_NS`, else raise
+    ``ValueError`` naming ``text``, what the venue sent."""
+    if not 0 <= ns <= MAX_NS:
+        raise ValueError(f"a timestamp out of range: {text[:40]!r}")
+    return ns
 
 
 def ms_text_to_ns(text: str) -> int:
@@ -27,8 +40,8 @@ def ms_text_to_ns(text: str) -> int:
     non-ASCII digits: anything but plain ASCII digits raises ``ValueError``.
     """
     if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"not a millisecond timestamp: {text!r}")
-    return int(text) * NS_PER_MS
+        raise ValueError(f"not a millisecond timestamp: {text[:40]!r}")
+    return check_ns(int(text) * NS_PER_MS, text)
 
 
 _RFC3339: Final = re.compile(
@@ -65,4 +78,4 @@ def rfc3339_ns(text: str) -> int:
         offset = int(oh) * 3600 + int(om) * 60
         seconds -= offset if sign == "+" else -offset
     nanos = int(frac.ljust(9, "0")) if frac else 0
-    return seconds * 1_000_000_000 + nanos
+    return check_ns(seconds * 1_000_000_000 + nanos, text)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay import book
-from relay.book import BookSide, OrderBook, levels_valid, parse_levels
+from relay.book import BookSide, OrderBook, levels_valid, parse_levels, parse_text_levels
 from relay.events import Level
 
 
@@ -207,6 +207,27 @@ def test_parse_levels_keeps_spelling_and_rejects_bad_numbers() -> None:
     with pytest.raises(ValueError, match="not a decimal number"):
         parse_levels([("1", "NaN"), ("abc", "1")])  # garbage anywhere wins, as before
     assert parse_levels([("-5", "1")]) == [lv("-5", "1")]  # negative prices are allowed
+
+
+def test_parse_text_levels_gives_texts_and_levels_and_rejects_what_parse_levels_does() -> None:
+    wire = [["0.35130000", "6195.00000000", "0", "4"], ["0.3513", "0"], ["1E+2", "-0"]]
+    for _ in range(2):  # the second time from the caches
+        texts, levels = parse_text_levels(wire)
+        assert texts == [("0.35130000", "6195.00000000"), ("0.3513", "0"), ("1E+2", "-0")]
+        assert [(p, s, pt, st) for p, s, pt, st in levels] == [
+            (Decimal(p), Decimal(s), p, s) for p, s in texts
+        ]
+    with pytest.raises(ValueError, match="needs a price and a size"):
+        parse_text_levels([["1", "1"], ["2"]])
+    for bad, message in [
+        (["NaN", "1"], "plain notation"),
+        (["1", "-1"], "negative size"),
+        (["1" + "0" * 101, "1"], "absurd magnitude"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_text_levels([["0.35130000", "6195.00000000"], bad])
+        with pytest.raises(ValueError, match=message):
+            parse_levels([("0.35130000", "6195.00000000"), (bad[0], bad[1])])
 
 
 def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

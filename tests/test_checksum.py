@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.book import OrderBook
+from relay.book import OrderBook, TextLevel, parse_text_levels
 from relay.captures import load
 from relay.checksum import (
     CHECKSUM_DEPTH,
@@ -23,6 +23,7 @@ from relay.checksum import (
     checksum_text,
     crc32_signed,
     ms_text_to_ns,
+    text_book_checksum,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -63,13 +64,28 @@ def test_book_checksum_keeps_the_wire_text() -> None:
     assert book_checksum(book) == crc32_signed("0.00003530:145214:0.00003545:20609328.10")
 
 
+def test_text_book_checksum_joins_the_texts_as_sent() -> None:
+    book: OrderBook[TextLevel] = OrderBook()
+    bids = [["0.00003530", "145214", "0", "2"], ["0.0000352", "1E-8"], ["5.0", "0"]]
+    asks = [["0.00003545", "20609328.10"]]
+    book.apply_snapshot(parse_text_levels(bids)[1], parse_text_levels(asks)[1])
+    # As sent, exponent included; the longer side's rest follows; zero sizes are no levels.
+    expected = "0.00003530:145214:0.00003545:20609328.10:0.0000352:1E-8"
+    assert text_book_checksum(book) == crc32_signed(expected)
+    book.apply_delta([], parse_text_levels([["0.00003546", "1"], ["0.00003547", "2"]])[1])
+    expected = "0.00003530:145214:0.00003545:20609328.10:0.0000352:1E-8:0.00003546:1:0.00003547:2"
+    assert text_book_checksum(book) == crc32_signed(expected)
+
+
 def _levels(raw: list[list[str]]) -> list[tuple[Decimal, Decimal]]:
     return [(Decimal(level[0]), Decimal(level[1])) for level in raw]
 
 
 def _validate(files: list[Path], inst_key: str = "instId") -> tuple[int, int]:
-    """Rebuild every book of the recordings from raw frames; (messages checked, matches)."""
+    """Rebuild every book of the recordings from raw frames, as Decimals and as the texts
+    (:func:`text_book_checksum`, the codecs'); (messages checked, matches of both)."""
     books: dict[str, OrderBook] = {}
+    text_books: dict[str, OrderBook[TextLevel]] = {}
     checked = matched = 0
     for path in files:
         for frame in load(path).received:
@@ -78,12 +94,17 @@ def _validate(files: list[Path], inst_key: str = "instId") -> tuple[int, int]:
                 continue
             for data in message["data"]:
                 book = books.setdefault(message["arg"][inst_key], OrderBook())
+                text_book = text_books.setdefault(message["arg"][inst_key], OrderBook())
+                _, text_bids = parse_text_levels(data["bids"])
+                _, text_asks = parse_text_levels(data["asks"])
                 if message["action"] == "snapshot":
                     book.apply_snapshot(_levels(data["bids"]), _levels(data["asks"]))
+                    text_book.apply_snapshot(text_bids, text_asks)
                 else:
                     book.apply_delta(_levels(data["bids"]), _levels(data["asks"]))
+                    text_book.apply_delta(text_bids, text_asks)
                 checked += 1
-                matched += book_checksum(book) == data["checksum"]
+                matched += book_checksum(book) == data["checksum"] == text_book_checksum(text_book)
     return checked, matched
 
 
@@ -100,6 +121,8 @@ def test_bitget_v1_capture_checksums(name: str, count: int) -> None:
 
 def test_ms_text_to_ns() -> None:
     assert ms_text_to_ns("1597026383085") == 1597026383085 * 1_000_000
-    for bad in ("", " 1", "+1", "-1", "1_0", "1.5", "١", "1e3"):
+    assert ms_text_to_ns("9223372036854") == 9223372036854 * 1_000_000
+    # The next millisecond's nanoseconds would not fit an int64.
+    for bad in ("", " 1", "+1", "-1", "1_0", "1.5", "١", "1e3", "9223372036855", "9" * 5000):
         with pytest.raises(ValueError):
             ms_text_to_ns(bad)

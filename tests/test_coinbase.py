@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import adapters
+from adapters._common import rfc3339_fraction_ns
 from adapters.coinbase import (
     ADAPTER,
     MAX_PRODUCTS_PER_CONNECTION,
@@ -552,3 +553,40 @@ def test_adapter_is_registered() -> None:
     assert ADAPTER.default_endpoints == Endpoints(
         ws_url="wss://advanced-trade-ws.coinbase.com", rest_url="https://api.coinbase.com"
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-08-12T19:27:48.098821666Z",
+        "2026-08-12T19:27:48.0Z",
+        "2026-08-12T19:27:60.5Z",  # a leap second
+        "2026-08-12T19:27:48Z",
+        "2026-08-12T19:27:48.12z",
+        "2026-08-12t19:27:48.5Z",
+        "2026-08-12T19:27:48.12+01:00",
+        "2026-08-12T19:27:48.1_0Z",
+        "2026-08-12T19:27:48.١Z",
+        "2026-08-12T19:27:48.Z",
+        "2026-08-12T19:27:48.1234567890Z",
+        "2026-08-12T19:27:48.5.5Z",
+        "2026-02-30T19:27:48.1Z",
+        "x.1Z",
+        ".5Z",
+        "2262-04-11T23:47:16.854775807Z",  # the last time an int64 holds
+        "2262-04-11T23:47:16.854775808Z",
+        "1969-12-31T23:59:59.5Z",
+    ],
+)
+def test_rfc3339_fraction_ns_is_rfc3339_ns(text: str) -> None:
+    """The memoized fast path gives what rfc3339_ns gives, value or error, twice over."""
+    for _ in range(2):
+        try:
+            expected: int | str = rfc3339_ns(text)
+        except ValueError as exc:
+            expected = str(exc)
+        try:
+            got: int | str = rfc3339_fraction_ns(text)
+        except ValueError as exc:
+            got = str(exc)
+        assert got == expected

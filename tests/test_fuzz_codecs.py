@@ -41,7 +41,7 @@ import adapters
 import relay.normalizer
 from relay import transport
 from relay.codec import Subscription
-from relay.events import DataType, MarketEvent, Trade, VenueStatus
+from relay.events import DataType, FundingRate, MarketEvent, Ticker, Trade, VenueStatus
 from relay.metrics import Metrics
 from relay.normalizer import Normalizer
 from relay.overload import OutageBuffer
@@ -500,8 +500,7 @@ def test_negative_size_in_a_hyperliquid_book_is_a_bad_frame() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Known gaps, left to the owners of relay/events.py and relay/book.py (strict xfails: they
-# fail loudly once fixed, so the marker comes off)
+# Numbers a consumer could not take: not plain, negative where nothing can be, beyond int64
 
 
 def _binance_ticker(bid_size: str, update_id: str = "400900217") -> list[MarketEvent]:
@@ -521,16 +520,118 @@ def test_prices_and_sizes_not_in_plain_notation_are_bad_frames(text: str) -> Non
     assert isinstance(event, VenueStatus), f"published as {event!r}"
 
 
-@pytest.mark.xfail(strict=True, reason="relay.events.check_num lets negative sizes through")
-def test_gap_negative_ticker_size_is_published() -> None:
-    [event] = _binance_ticker("-5")
+@pytest.mark.parametrize("text", ["-5", "-0", "-0.0"])
+def test_negative_ticker_size_is_a_bad_frame(text: str) -> None:
+    [event] = _binance_ticker(text)
     assert isinstance(event, VenueStatus), f"published as {event!r}"
+    assert event.kind == "parse_error"
+    assert "not a non-negative plain decimal number" in event.detail, event.detail
 
 
-@pytest.mark.xfail(strict=True, reason="venue integers are not range-checked")
-def test_gap_sequence_beyond_int64_is_published() -> None:
-    [event] = _binance_ticker("1", update_id=str(2**64))
+@pytest.mark.parametrize("update_id", [2**63, 2**64, 10**30, -(2**63) - 1])
+def test_sequence_beyond_int64_is_a_bad_frame(update_id: int) -> None:
+    [event] = _binance_ticker("1", update_id=str(update_id))
     assert isinstance(event, VenueStatus), f"published as {event!r}"
+    assert event.kind == "parse_error"
+    assert "Expected `int` <=" in event.detail or "Expected `int` >=" in event.detail
+
+
+@pytest.mark.parametrize("ms", [2**63 // 1_000_000 + 1, 2**64, -1])
+def test_venue_time_whose_nanoseconds_leave_int64_is_a_bad_frame(ms: int) -> None:
+    scenario = SCENARIOS["binance/cryptofeed"]
+    [codec] = scenario.build()
+    codec.connected(1)
+    frame = (
+        '{"stream":"nknusdt@trade","data":{"e":"trade","E":1,"s":"NKNUSDT","t":5,'
+        f'"p":"0.35","q":"1","T":{ms},"m":true}}}}'
+    )
+    [event] = codec.receive(frame, 2)
+    assert isinstance(event, VenueStatus), f"published as {event!r}"
+    assert event.kind == "parse_error"
+    [trade] = codec.receive(frame.replace(f'"T":{ms}', '"T":1786538076047'), 3)
+    assert isinstance(trade, Trade)
+    assert trade.ts_venue == 1786538076047 * 1_000_000
+
+
+def test_sequence_at_the_int64_bound_is_published() -> None:
+    [ticker] = _binance_ticker("1", update_id=str(2**63 - 1))
+    assert isinstance(ticker, Ticker)
+    assert ticker.sequence == 2**63 - 1
+
+
+NEGATIVE_VALUES = {
+    # (adapter, subscription, a frame with one negative value)
+    "okx trade size": (
+        "okx",
+        Subscription("BTC-USDT", "BTC-USDT", frozenset({DataType.TRADE})),
+        '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",'
+        '"tradeId":"1","px":"64040.2","sz":"-0.5","side":"buy","ts":"1786538076047"}]}',
+    ),
+    "okx trade price": (
+        "okx",
+        Subscription("BTC-USDT", "BTC-USDT", frozenset({DataType.TRADE})),
+        '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",'
+        '"tradeId":"1","px":"-64040.2","sz":"0.5","side":"buy","ts":"1786538076047"}]}',
+    ),
+    "bybit open interest": (
+        "bybit",
+        Subscription("linear:BTCUSDT", "BTC-USDT-PERP", frozenset({DataType.OPEN_INTEREST})),
+        '{"topic":"tickers.BTCUSDT","type":"snapshot","data":{"symbol":"BTCUSDT",'
+        '"openInterest":"-10","openInterestValue":"640000"},"cs":1,"ts":1786538076047}',
+    ),
+    "bybit liquidation size": (
+        "bybit",
+        Subscription("linear:BTCUSDT", "BTC-USDT-PERP", frozenset({DataType.LIQUIDATION})),
+        '{"topic":"allLiquidation.BTCUSDT","type":"snapshot","ts":1786538076047,"data":'
+        '[{"T":1786538076047,"s":"BTCUSDT","S":"Buy","v":"-0.5","p":"64000"}]}',
+    ),
+    "deribit trade amount": (
+        "deribit",
+        Subscription("BTC-PERPETUAL", "BTC-USD-PERP", frozenset({DataType.TRADE})),
+        '{"jsonrpc":"2.0","method":"subscription","params":{"channel":'
+        '"trades.BTC-PERPETUAL.100ms","data":[{"timestamp":1786563102,"price":64000.5,'
+        '"direction":"sell","trade_id":"1","instrument_name":"BTC-PERPETUAL","amount":-40}]}}',
+    ),
+    "kraken trade price": (
+        "kraken",
+        Subscription("BTC/USD", "BTC-USD", frozenset({DataType.TRADE})),
+        '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy",'
+        '"price":-64000.5,"qty":0.1,"ord_type":"limit","trade_id":1,'
+        '"timestamp":"2023-10-06T17:35:55.440295Z"}]}',
+    ),
+}
+
+
+@pytest.mark.parametrize("what", sorted(NEGATIVE_VALUES))
+def test_negative_price_or_size_is_a_bad_frame(what: str) -> None:
+    """Sizes, open interest and the prices of trades, quotes and liquidations cannot be
+    negative: a frame with one is refused whole, and the same frame without the sign is
+    published."""
+    adapter, sub, frame = NEGATIVE_VALUES[what]
+    [codec] = Scenario(adapter, adapter, (sub,), ()).build()
+    codec.connected(1)
+    [status] = codec.receive(frame, 2)
+    assert isinstance(status, VenueStatus), f"published as {status!r}"
+    assert status.kind == "parse_error", status
+    assert "negative" in status.detail and "internal error" not in status.detail, status
+    events = codec.receive(frame.replace(":-", ":").replace('"-', '"'), 3)
+    assert events and not any(isinstance(e, VenueStatus) for e in events), events
+
+
+def test_negative_funding_rate_is_published() -> None:
+    """Funding rates (and mark and index prices, which follow no sign rule) may be
+    negative."""
+    sub = Subscription("BTC-USDT-SWAP", "BTC-USDT-PERP", frozenset({DataType.FUNDING_RATE}))
+    [codec] = Scenario("okx", "okx", (sub,), ()).build()
+    codec.connected(1)
+    frame = (
+        '{"arg":{"channel":"funding-rate","instId":"BTC-USDT-SWAP"},"data":[{"instId":'
+        '"BTC-USDT-SWAP","fundingRate":"-0.0001","fundingTime":"1786540000000",'
+        '"ts":"1786538076047"}]}'
+    )
+    [event] = codec.receive(frame, 2)
+    assert isinstance(event, FundingRate), event
+    assert event.rate == "-0.0001"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -727,7 +727,15 @@ def test_rfc3339(text: str, ns: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["2026-13-01T00:00:00Z", "2026-10-06T08:04:56", "x", "2026-10-06T08:04:56.1234567890Z"]
+    "text",
+    [
+        "2026-13-01T00:00:00Z",
+        "2026-10-06T08:04:56",
+        "x",
+        "2026-10-06T08:04:56.1234567890Z",
+        "9999-12-31T23:59:59Z",  # beyond int64 nanoseconds
+        "1969-12-31T23:59:59Z",
+    ],
 )
 def test_rfc3339_rejects(text: str) -> None:
     with pytest.raises(ValueError):
