@@ -11,8 +11,12 @@ restoring diffs), pass after pass without end, encoding each pass when it is due
 message is new to JetStream.
 
 The feed sends ``--rate`` frames/s (10,000 by default) from the relay's first frame until
-:data:`FEED_MARGIN` seconds after ``--duration`` (an hour by default). After ``--warmup``
-seconds (60), every ``--every`` seconds (10), the soak reads the relay's RSS (``VmRSS`` in
+:data:`FEED_MARGIN` seconds after ``--duration`` (an hour by default). The warm-up lasts
+``--warmup`` seconds (60), and at least until JetStream has reached the limits of every
+stream (:data:`LIMITS`): until then the store is still filling, nats-server's costs and the
+PubAck latency still change, and the relay's memory moves with them (a step of 1.5-2 MiB when
+the books stream first discards, another when age limits start to expire messages). After
+it, every ``--every`` seconds (10), the soak reads the relay's RSS (``VmRSS`` in
 ``/proc/PID/status``), its open file descriptors (``/proc/PID/fd``), its ``/metrics``, the
 CPU time of the three processes, nats-server's RSS and the size of the JetStream store.
 Once the feed has stopped and the relay has read and stored every frame, it takes the
@@ -107,16 +111,19 @@ SLOW_PUBACK = 0.1
 
 MiB = 2**20
 LIMITS: dict[str, dict[str, int]] = {
-    "MARKET_BOOKS": {"max_bytes": 320 * MiB, "max_age_secs": 600},
-    "MARKET_TICKERS": {"max_bytes": 160 * MiB, "max_age_secs": 600},
-    "MARKET_TRADES": {"max_bytes": 32 * MiB, "max_age_secs": 600},
-    "MARKET_STATUS": {"max_bytes": 8 * MiB, "max_age_secs": 600},
+    "MARKET_BOOKS": {"max_bytes": 320 * MiB, "max_age_secs": 120},
+    "MARKET_TICKERS": {"max_bytes": 160 * MiB, "max_age_secs": 120},
+    "MARKET_TRADES": {"max_bytes": 32 * MiB, "max_age_secs": 120},
+    "MARKET_STATUS": {"max_bytes": 8 * MiB, "max_age_secs": 120},
 }
 """Stream limits of the soak's config (discard: old). Stored sizes at 10k frames/s, from a
 paced bench run: books about 3.1 MB/s (68 % of the messages, 450 B each), tickers 1.2 MB/s
 (32 %, 390 B), trades 25 kB/s (340 B): 15.5 GB in an hour, 36 million messages. These keep
-the last 10 minutes, and at most 520 MiB in all: books reach their cap after about 110 s,
-tickers after about 140 s, trades keep their 10 minutes (about 15 MB)."""
+the last 2 minutes, and at most 520 MiB in all: books reach their cap after about 110 s;
+tickers, trades and status keep their 2 minutes. So every stream is at a limit about 2
+minutes after the first frame, and the warm-up waits for that."""
+STEADY_TIMEOUT = 600.0
+"""Seconds after the first frame by which every stream must have reached a limit."""
 DISK_SLACK = 256 * MiB
 """Free disk wanted beyond the limits: one partly filled 8 MiB block per stream, the logs."""
 
@@ -379,12 +386,16 @@ def soak(args: argparse.Namespace, tmp: Path) -> SoakResult:
         store = procs.server.store_dir
         first = procs.wait_first_frame()
         _say(
-            f"[soak] first frame; warm-up {args.warmup:g} s, then a sample every "
-            f"{args.every:g} s until {args.duration:g} s"
+            f"[soak] first frame; warm-up {args.warmup:g} s and until every stream is at a "
+            f"limit, then a sample every {args.every:g} s until {args.duration:g} s"
         )
+        start = max(args.warmup, _until_at_limits(procs, first))
+        if start + args.every > args.duration:
+            raise RuntimeError(f"the warm-up took {start:.0f} s: no room left for two samples")
+        _say(f"[soak] every stream at a limit; samples from {start:.0f} s")
         probes: list[Probe] = []
         n = 0
-        while (offset := args.warmup + n * args.every) <= args.duration + 1e-9:
+        while (offset := start + n * args.every) <= args.duration + 1e-9:
             # Sleep in short steps: a relay that dies is noticed within a second.
             while (left := first + offset - time.monotonic()) > 0:
                 relay.check_alive()
@@ -416,7 +427,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> SoakResult:
         streams = asyncio.run(_stream_states(procs.server.url))
         return SoakResult(
             args.rate,
-            args.warmup,
+            round(start, 1),
             args.every,
             probes,
             final,
@@ -425,6 +436,21 @@ def soak(args: argparse.Namespace, tmp: Path) -> SoakResult:
             relay.proc.returncode,
             streams,
         )
+
+
+def _until_at_limits(procs: Processes, first: float) -> float:
+    """Wait until JetStream discards on every stream (it has dropped a stream's first
+    message, by size or by age; a stream that never stored one counts as settled); the
+    seconds from the first frame then. :data:`STEADY_TIMEOUT` bounds the wait."""
+    while True:
+        states = asyncio.run(_stream_states(procs.server.url))
+        if all(s["stored"] == 0 or s["kept"] < s["stored"] for s in states.values()):
+            return time.monotonic() - first
+        if time.monotonic() - first > STEADY_TIMEOUT:
+            raise RuntimeError(f"streams not at their limits after {STEADY_TIMEOUT:g} s: {states}")
+        for _ in range(2):
+            procs.relay.check_alive()
+            time.sleep(1.0)
 
 
 def _settle(procs: Processes, feed_deadline: float) -> Metrics:
