@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Any
 
 import structlog
 import trio
-from prometheus_client import Gauge
 
 from relay.events import MarketEvent, VenueStatus
 from relay.metrics import Metrics
@@ -38,6 +38,9 @@ class Normalizer:
         self._batch_max = batch_max
         self._last_logged: dict[tuple[str, str], int] = {}
         self._suppressed: Counter[tuple[str, str]] = Counter()
+        # relay_events_total's child by (venue, event class): labels() takes a lock and
+        # builds its key on every call.
+        self._event_counters: dict[tuple[str, type], Any] = {}
 
     async def run(
         self,
@@ -45,10 +48,13 @@ class Normalizer:
         out: OutageBuffer,
     ) -> None:
         """Run until every venue has closed its end of ``events``, then close ``out``."""
-        depth = self._metrics.channel_depth.labels("venue_events")
+        # Read when Prometheus scrapes, not on every batch (statistics() builds an object).
+        self._metrics.channel_depth.labels("venue_events").set_function(
+            lambda: events.statistics().current_buffer_used
+        )
         try:
             async with events:
-                await self._run(events, out, depth)
+                await self._run(events, out)
         finally:
             out.close()
 
@@ -56,7 +62,6 @@ class Normalizer:
         self,
         events: trio.MemoryReceiveChannel[list[MarketEvent]],
         out: OutageBuffer,
-        depth: Gauge,
     ) -> None:
         async for first in events:
             batch = first
@@ -66,21 +71,28 @@ class Normalizer:
                     batch += events.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            depth.set(events.statistics().current_buffer_used)
             messages = self.encode(batch)
             if messages:
                 await out.put(messages)
 
     def encode(self, batch: list[MarketEvent]) -> list[OutMessage]:
-        counts: Counter[tuple[str, str]] = Counter()
+        counts: dict[tuple[str, type], int] = {}
         messages = []
         for event in batch:
-            if type(event) is VenueStatus and not self._status(event):
+            cls = type(event)
+            if cls is VenueStatus and not self._status(event):
                 continue
-            counts[event.venue, event.__struct_config__.tag] += 1  # type: ignore[index]
+            key = (event.venue, cls)
+            counts[key] = counts.get(key, 0) + 1
             messages.append(to_message(event))
-        for (venue, kind), n in counts.items():
-            self._metrics.events.labels(venue, kind).inc(n)
+        children = self._event_counters
+        for key, n in counts.items():
+            child = children.get(key)
+            if child is None:
+                venue, cls = key
+                tag = cls.__struct_config__.tag  # type: ignore[attr-defined]
+                child = children[key] = self._metrics.events.labels(venue, tag)
+            child.inc(n)
         return messages
 
     def _status(self, status: VenueStatus) -> bool:

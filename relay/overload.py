@@ -84,8 +84,9 @@ class OutageBuffer:
         self._room = trio.Event()
         self._ready = trio.Event()
         self._policy_of: dict[str, str] = {}
-        self._gauge_bytes = metrics.outage_buffer_bytes
-        self._gauge_items = metrics.channel_depth.labels("outage_buffer")
+        # Read when Prometheus scrapes, not set on every put and get.
+        metrics.outage_buffer_bytes.set_function(lambda: self._bytes)
+        metrics.channel_depth.labels("outage_buffer").set_function(lambda: len(self._queue))
 
     # ------------------------------------------------------------------ read-only state
 
@@ -116,7 +117,6 @@ class OutageBuffer:
                     )
                 if policy == BACKPRESSURE:
                     while self._bytes and self._bytes + len(m.payload) > self._capacity:
-                        self._gauges()
                         self._room = trio.Event()
                         await self._room.wait()
                     self._append(m)
@@ -127,7 +127,6 @@ class OutageBuffer:
         except trio.Cancelled:
             self._drop_many(messages[i:], "shutdown")
             raise
-        self._gauges()
 
     def close(self) -> None:
         """No more :meth:`put`; :meth:`get` raises ``EndOfChannel`` once the buffer is empty."""
@@ -225,7 +224,6 @@ class OutageBuffer:
             taken.append(item)
         self._bytes -= size
         self._room.set()
-        self._gauges()
         return taken
 
     def take_all(self) -> list[OutMessage]:
@@ -236,17 +234,12 @@ class OutageBuffer:
         self._snapshot_bytes = 0
         self._bytes = 0
         self._room.set()
-        self._gauges()
         return taken
 
     # ------------------------------------------------------------------ accounting
 
     def _drop_many(self, messages: list[OutMessage], reason: str) -> None:
         count_dropped(self._metrics, messages, reason)
-
-    def _gauges(self) -> None:
-        self._gauge_bytes.set(self._bytes)
-        self._gauge_items.set(len(self._queue))
 
 
 def count_dropped(metrics: Metrics, messages: Iterable[OutMessage], reason: str) -> dict[str, int]:

@@ -12,10 +12,12 @@ Division of labour:
 * The **trio side** owns all the state: the window of outstanding messages, their ack
   deadlines, the retry schedule, the metrics, and the read-only properties used by
   ``/health`` and ``/readyz``. There are no locks because the thread never touches it.
-* The **asyncio side** is a pipe. It connects, provisions streams and consumers, writes each
-  flight of messages handed over with one ``loop.call_soon_threadsafe`` call, and hands back
-  all the PubAcks read in one loop iteration with one ``TrioToken.run_sync_soon`` call.
-  Nothing crosses the thread boundary per message.
+* The **asyncio side** is a pipe. It connects, provisions streams and consumers, writes the
+  flights of messages handed over, and hands back all the PubAcks read in one loop
+  iteration as one report. Nothing crosses the thread boundary per message, and a wakeup
+  crosses it only when the other side has none pending: flights and reports go through
+  thread-safe deques, and ``loop.call_soon_threadsafe`` or ``TrioToken.run_sync_soon`` is
+  called only for the first item since the other side last took them.
 
 Publishing is core NATS ``PUB`` with a reply subject rather than ``js.publish``: a message's
 reply is ``<inbox>.<n>.<attempt>`` under a per-publisher inbox, and one wildcard
@@ -226,8 +228,15 @@ class Publisher:
         # (due, seq, keys) of messages waiting out a retry delay; delays differ by attempt.
         self._retries: list[tuple[float, int, list[str]]] = []
         self._retry_seq = 0
+        # Appended to by the helper thread (see _report).
         self._reports: deque[tuple[str, Any]] = deque()
+        self._report_pending = False
+        """Whether a ``run_sync_soon(_on_report)`` is on its way: set by the thread, cleared
+        by the trio side."""
         self._wake = trio.Event()
+        self._settle_until = math.inf
+        """When the settle loop, asleep, wakes up by itself: a new flight whose deadline is
+        later needs no wakeup."""
         self._room: trio.Event | None = None
         self._input_done = False
         self._thread_exited = False
@@ -244,7 +253,11 @@ class Publisher:
         self._main_task: asyncio.Task[None] | None = None
         self._inbox = ""
         """``<inbox prefix>.<nuid>.``, set by the thread before it reports ready."""
+        # Appended to by the trio side (see _dispatch).
         self._aio_flights: deque[_Flight] = deque()
+        self._aio_flights_pending = False
+        """Whether a ``call_soon_threadsafe(_aio_take_flights)`` is on its way: set by the
+        trio side, cleared by the thread."""
         self._aio_wake: asyncio.Event | None = None
         self._aio_publishing = False
         self._aio_stopping = False
@@ -302,6 +315,8 @@ class Publisher:
             raise RuntimeError("Publisher.run() can only be called once")
         self._source = source
         self._trio_token = trio.lowlevel.current_trio_token()
+        # Read when Prometheus scrapes, not set on every change.
+        self._metrics.publish_in_flight.set_function(lambda: len(self._outstanding))
         # The loop and its main task are made before the thread exists, so that stopping
         # can always reach them, even when cancelled before the thread has started.
         loop = self._loop = asyncio.new_event_loop()
@@ -367,7 +382,6 @@ class Publisher:
                 # nats-py's reconnect buffer: failures and retries wait for the reconnect.
                 self._expire(now)
                 self._retry_due(now)
-            self._metrics.publish_in_flight.set(len(self._outstanding))
             if self._room is not None and len(self._outstanding) < self._window:
                 self._room.set()
                 self._room = None
@@ -388,6 +402,7 @@ class Publisher:
             if self._retries and self._connected:
                 wake_at = min(wake_at, self._retries[0][0])
             self._wake = trio.Event()
+            self._settle_until = wake_at
             with trio.move_on_at(wake_at):
                 await self._wake.wait()
 
@@ -401,7 +416,6 @@ class Publisher:
         keys = [f"{inbox}{i}" for i in range(n, n + len(msgs))]
         self._outstanding.update(zip(keys, [[m, 1, serial] for m in msgs], strict=True))
         self._dispatch(serial, (keys, 1, msgs))
-        self._metrics.publish_in_flight.set(len(self._outstanding))
 
     def _send_again(self, keys: list[str]) -> None:
         """Republish messages that wait for a retry, as one flight."""
@@ -421,11 +435,18 @@ class Publisher:
 
     def _dispatch(self, serial: int, flight: _Flight) -> None:
         """Hand a flight to the asyncio thread; its PubAck deadline starts now."""
-        self._deadlines.append((trio.current_time() + self._ack_timeout, serial, flight[0]))
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._aio_enqueue, flight)
-        # The settle loop may be asleep with no deadline to wake it.
-        self._wake.set()
+        deadline = trio.current_time() + self._ack_timeout
+        self._deadlines.append((deadline, serial, flight[0]))
+        # Appended before the flag is read, and the thread clears the flag before it takes
+        # the flights: a flight is never left behind without a wakeup on its way.
+        self._aio_flights.append(flight)
+        if not self._aio_flights_pending:
+            self._aio_flights_pending = True
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._aio_take_flights)
+        # The settle loop may be asleep with no earlier deadline to wake it.
+        if deadline < self._settle_until:
+            self._wake.set()
 
     def _expire(self, now: float) -> None:
         """Fail every attempt whose flight's deadline has passed without its PubAck."""
@@ -475,7 +496,6 @@ class Publisher:
         self._outstanding.clear()
         self._deadlines.clear()
         self._retries.clear()
-        self._metrics.publish_in_flight.set(0)
         if msgs:
             by_type = self._drop(msgs, reason)
             log.error(
@@ -485,10 +505,11 @@ class Publisher:
                 by_type=by_type,
             )
 
-    def _on_report(self, kind: str, payload: Any) -> None:
-        """Runs on the trio thread (``run_sync_soon``) for each report of the asyncio side.
-        It only queues it: an exception raised here would crash the whole trio run."""
-        self._reports.append((kind, payload))
+    def _on_report(self) -> None:
+        """Runs on the trio thread (``run_sync_soon``) when the asyncio side has queued
+        reports. It only wakes their reader: an exception raised here would crash the whole
+        trio run."""
+        self._report_pending = False
         self._wake.set()
 
     def _process_reports(self) -> None:
@@ -688,11 +709,16 @@ class Publisher:
     # ------------------------------------------------------------------ asyncio side
 
     def _report(self, kind: str, payload: Any = None) -> None:
-        """From the helper thread: queue ``(kind, payload)`` for the trio side."""
+        """From the helper thread: queue ``(kind, payload)`` for the trio side, and wake it
+        unless a wakeup is on its way already (see _dispatch for the order)."""
+        self._reports.append((kind, payload))
+        if self._report_pending:
+            return
+        self._report_pending = True
         assert self._trio_token is not None
         # RunFinishedError: trio is gone, nobody is left to tell.
         with contextlib.suppress(trio.RunFinishedError):
-            self._trio_token.run_sync_soon(self._on_report, kind, payload)
+            self._trio_token.run_sync_soon(self._on_report)
 
     def _thread_main(self) -> None:
         loop = self._loop
@@ -794,9 +820,9 @@ class Publisher:
                 raise _provisioning_error(f"consumer {name!r} on stream {stream!r}", e) from e
             log.info("consumer provisioned", stream=stream, consumer=name)
 
-    def _aio_enqueue(self, flight: _Flight) -> None:
-        """Runs on the asyncio loop (``call_soon_threadsafe``): queue a flight for sending."""
-        self._aio_flights.append(flight)
+    def _aio_take_flights(self) -> None:
+        """Runs on the asyncio loop (``call_soon_threadsafe``): flights are queued."""
+        self._aio_flights_pending = False
         assert self._aio_wake is not None
         self._aio_wake.set()
 
@@ -808,9 +834,12 @@ class Publisher:
             await wake.wait()
             wake.clear()
             while flights and not self._aio_stopping:
-                await self._aio_publish(nc, flights.popleft())
+                # Every flight queued by now goes into nats-py's buffer before this yields,
+                # so flights that came together leave in one write.
+                while flights and not self._aio_stopping:
+                    await self._aio_publish(nc, flights.popleft())
                 # nc.publish() does not yield; yielding here lets nats-py's flusher write
-                # this flight out and its reader take in PubAcks before the next one.
+                # them out and its reader take in PubAcks before the next ones.
                 await asyncio.sleep(0)
 
     async def _aio_publish(self, nc: NatsClient, flight: _Flight) -> None:
@@ -818,20 +847,24 @@ class Publisher:
         writes once this yields."""
         keys, attempts, msgs = flight
         attempt_of = [attempts] * len(keys) if isinstance(attempts, int) else attempts
-        replies = [f"{key}.{attempt}" for key, attempt in zip(keys, attempt_of, strict=True)]
         if nc.is_connected and not nc.is_draining_pubs:
             # The whole flight as one protocol block through nats-py's pending buffer:
             # nc.publish() costs ~15 us a message in header building and checks that our
             # subjects and ids never need. What the block cannot carry goes the slow way
             # below, which reports it.
-            block, rest = _hpub_block(replies, msgs, nc.max_payload)
+            block, rest = _hpub_block(keys, attempt_of, msgs, nc.max_payload)
             if block:
                 await nc._send_command(block)
-                await nc._flush_pending()
+                # As nc.publish() does: a flush already queued writes this block too, so
+                # flights buffered back to back leave in one write. (_flush_pending writes
+                # inline when the flusher task is gone.)
+                queued, flusher = nc._flush_queue, nc._flusher_task
+                if queued is None or queued.empty() or flusher is None or flusher.done():
+                    await nc._flush_pending()
             keys = [keys[i] for i in rest]
             attempt_of = [attempt_of[i] for i in rest]
-            replies = [replies[i] for i in rest]
             msgs = [msgs[i] for i in rest]
+        replies = [f"{key}.{attempt}" for key, attempt in zip(keys, attempt_of, strict=True)]
         publish = nc.publish
         unsent: list[tuple[str, int]] = []
         invalid: list[tuple[str, int, str]] = []
@@ -892,28 +925,39 @@ def _provisioning_error(what: str, e: nats.errors.Error) -> ProvisioningError:
     return ProvisioningError(f"{what}: {e!r}")  # e.g. a timeout
 
 
+# HPUB <subject> <key>.<attempt> <header bytes> <total bytes>, the header with the id, the
+# payload.
+_HPUB = b"HPUB %s %s.%d %d %d\r\nNATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n%s\r\n"
+_HEADER_LEN = len(b"NATS/1.0\r\nNats-Msg-Id: \r\n\r\n")
+"""The header's length without the id."""
+
+
 def _hpub_block(
-    replies: list[str], msgs: Sequence[OutMessage], max_payload: int
+    keys: list[str], attempt_of: list[int], msgs: Sequence[OutMessage], max_payload: int
 ) -> tuple[bytes, list[int]]:
-    """HPUB commands for a flight, joined; and the indexes of messages left out (too large,
-    or an id with a line break that only nats-py's escaping can carry)."""
+    """HPUB commands for a flight, replying to ``<key>.<attempt>``, joined; and the indexes
+    of messages left out (too large, or an id with a line break that only nats-py's escaping
+    can carry)."""
     parts = []
     rest = []
-    for i, (reply, m) in enumerate(zip(replies, msgs, strict=True)):
+    for i, (key, attempt, m) in enumerate(zip(keys, attempt_of, msgs, strict=True)):
         msg_id = m.msg_id
-        if len(m.payload) > max_payload or "\r" in msg_id or "\n" in msg_id:
+        payload = m.payload
+        if len(payload) > max_payload or "\r" in msg_id or "\n" in msg_id:
             rest.append(i)
             continue
-        header = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msg_id.encode()
+        id_bytes = msg_id.encode()
+        header_len = _HEADER_LEN + len(id_bytes)
         parts.append(
-            b"HPUB %s %s %d %d\r\n%s%s\r\n"
+            _HPUB
             % (
                 m.subject.encode(),
-                reply.encode(),
-                len(header),
-                len(header) + len(m.payload),
-                header,
-                m.payload,
+                key.encode(),
+                attempt,
+                header_len,
+                header_len + len(payload),
+                id_bytes,
+                payload,
             )
         )
     return b"".join(parts), rest
