@@ -31,7 +31,7 @@ import msgspec
 from relay.book import MAX_MAGNITUDE
 from relay.codec import Subscription
 from relay.events import DataType, Level
-from relay.timestamps import NS_PER_MS, check_ns, rfc3339_ns
+from relay.timestamps import MAX_NS, NS_PER_MS, check_ns, rfc3339_ns
 
 __all__ = [
     "MAX_EPOCH_MS",
@@ -197,7 +197,7 @@ Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 integers of any size, and one beyond int64 would be published as a JSON number that
 consumers in most languages cannot read. Out of range, it is a decode error (a bad frame)."""
 
-MAX_EPOCH_MS: Final = (2**63 - 1) // NS_PER_MS
+MAX_EPOCH_MS: Final = MAX_NS // NS_PER_MS
 """The last epoch millisecond whose nanoseconds (``ts_venue``) fit an int64 (in 2262)."""
 
 EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]

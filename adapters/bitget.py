@@ -58,7 +58,6 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from adapters._common import (
-    MAX_EPOCH_MS,
     Int64,
     check_data_types,
     chunks,
@@ -95,7 +94,7 @@ from relay.instruments import (
     positive_decimal,
     step_text,
 )
-from relay.timestamps import NS_PER_MS, ms_text_to_ns
+from relay.timestamps import NS_PER_MS, check_ns, ms_text_to_ns
 
 __all__ = [
     "ADAPTER",
@@ -194,13 +193,8 @@ class _Envelope(msgspec.Struct, gc=False):
 def _ms(value: str | int) -> int:
     """A millisecond time in ns; Bitget sends both strings and numbers (doc vs production)."""
     if isinstance(value, int):
-        if not 0 <= value <= MAX_EPOCH_MS:
-            raise ValueError(f"not a millisecond time: {value}")
-        return value * NS_PER_MS
-    ns = ms_text_to_ns(value)
-    if ns > MAX_EPOCH_MS * NS_PER_MS:
-        raise ValueError(f"not a millisecond time: {value[:40]!r}")
-    return ns
+        return check_ns(value * NS_PER_MS, str(value))
+    return ms_text_to_ns(value)
 
 
 class _Trade(msgspec.Struct, gc=False):

@@ -72,7 +72,6 @@ from typing import Final, Literal
 import msgspec
 
 from adapters._common import (
-    MAX_EPOCH_MS,
     EpochMs,
     Int64,
     check_data_types,
@@ -110,7 +109,7 @@ from relay.instruments import (
     epoch_ms,
     expiry_code,
 )
-from relay.timestamps import NS_PER_MS
+from relay.timestamps import NS_PER_MS, ms_text_to_ns
 
 __all__ = [
     "ADAPTER",
@@ -327,21 +326,18 @@ class _Ticker(msgspec.Struct, gc=False, rename="camel"):
 
     def __post_init__(self) -> None:
         # Funding rates, mark and index prices may be negative; the rest are traded or
-        # quoted prices, sizes, open interest and a time.
+        # quoted prices, sizes and open interest.
         for text in (
             self.last_price, self.bid1_price, self.bid1_size, self.ask1_price, self.ask1_size,
-            self.open_interest, self.open_interest_value, self.next_funding_time,
+            self.open_interest, self.open_interest_value,
         ):  # fmt: skip
             if text:
                 check_non_negative(text)
         for text in (self.mark_price, self.index_price, self.funding_rate):
             if text:
                 check_num(text)
-        next_time = self.next_funding_time
-        if next_time and not (
-            next_time.isascii() and next_time.isdigit() and int(next_time) <= MAX_EPOCH_MS
-        ):
-            raise ValueError(f"nextFundingTime is not epoch ms: {next_time!r}")
+        if self.next_funding_time:
+            ms_text_to_ns(self.next_funding_time)
 
     def present(self) -> dict[str, str]:
         """The fields this message carries, by wire name."""

@@ -1082,17 +1082,28 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     listener = socket.create_server(("127.0.0.1", args.ws_port), backlog=64)
-    rest = ThreadingHTTPServer(("127.0.0.1", args.http_port), make_rest_handler(bodies))
+    return serve_until_stopped(
+        listener, serve_ws, (streams, args.rate, args.duration, args.tick), args.http_port, bodies
+    )
+
+
+def serve_until_stopped(
+    listener: socket.socket,
+    serve: Callable[..., None],
+    serve_args: tuple[Any, ...],
+    http_port: int,
+    bodies: Mapping[tuple[str, str], bytes],
+) -> int:
+    """A feed process's last step: ``serve(listener, *serve_args)`` in a thread, the REST
+    snapshots (``bodies``) on ``http_port`` in another, both URLs on stdout for the bench;
+    then wait until a signal or orphaning ends the process."""
+    rest = ThreadingHTTPServer(("127.0.0.1", http_port), make_rest_handler(bodies))
     rest.daemon_threads = True
     threading.Thread(target=rest.serve_forever, daemon=True).start()
-    threading.Thread(
-        target=serve_ws,
-        args=(listener, streams, args.rate, args.duration, args.tick),
-        daemon=True,
-    ).start()
+    threading.Thread(target=serve, args=(listener, *serve_args), daemon=True).start()
     _say(f"ws_url=ws://127.0.0.1:{listener.getsockname()[1]}")
     _say(f"rest_url=http://127.0.0.1:{rest.server_address[1]}")
-    threading.Event().wait()  # until a signal or orphaning ends the process
+    threading.Event().wait()
     return 0
 
 

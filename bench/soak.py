@@ -54,7 +54,6 @@ import threading
 import time
 from array import array
 from dataclasses import asdict, dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +68,8 @@ from feed import (
     _Connection,
     _exit_now,
     _exit_when_orphaned,
-    make_rest_handler,
     rest_bodies,
+    serve_until_stopped,
     shifted_templates,
     ws_header,
 )
@@ -264,20 +263,13 @@ def feed_main(argv: list[str]) -> int:
         flush=True,
     )
     listener = socket.create_server(("127.0.0.1", args.ws_port), backlog=16)
-    rest = ThreadingHTTPServer(
-        ("127.0.0.1", args.http_port), make_rest_handler(rest_bodies(recording))
+    return serve_until_stopped(
+        listener,
+        _serve_endless,
+        (templates, args.rate, args.duration, args.tick),
+        args.http_port,
+        rest_bodies(recording),
     )
-    rest.daemon_threads = True
-    threading.Thread(target=rest.serve_forever, daemon=True).start()
-    threading.Thread(
-        target=_serve_endless,
-        args=(listener, templates, args.rate, args.duration, args.tick),
-        daemon=True,
-    ).start()
-    _feed_say(f"ws_url=ws://127.0.0.1:{listener.getsockname()[1]}")
-    _feed_say(f"rest_url=http://127.0.0.1:{rest.server_address[1]}")
-    threading.Event().wait()  # until a signal or orphaning ends the process
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------
