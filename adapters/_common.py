@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from decimal import Decimal
-from functools import lru_cache
 from typing import Annotated, Final, TypeVar, overload
 
 import msgspec
@@ -31,7 +30,7 @@ import msgspec
 from relay.book import MAX_MAGNITUDE
 from relay.codec import Subscription
 from relay.events import DataType, Level
-from relay.timestamps import MAX_NS, NS_PER_MS, check_ns, rfc3339_ns
+from relay.timestamps import MAX_NS, NS_PER_MS, rfc3339_ns
 
 __all__ = [
     "MAX_EPOCH_MS",
@@ -204,9 +203,27 @@ EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
 """Venue time in epoch milliseconds in a wire Struct, at most :data:`MAX_EPOCH_MS`."""
 
 
-@lru_cache(maxsize=256)
-def _second_ns(head: str) -> int:
-    return rfc3339_ns(f"{head}Z")
+_SECOND_NS_LIMIT: Final = 256
+"""Times up to the second that :func:`rfc3339_fraction_ns` remembers before it starts over."""
+_seconds: dict[str, int] = {}
+"""``2026-08-12T19:27:48.`` (a time up to the second, and the dot) → its nanoseconds."""
+_FRACTION_SCALE: Final = (0, *(10 ** (9 - n) for n in range(1, 10)))
+"""Nanoseconds per unit of a fraction of ``n`` digits (index ``n``): ``.5`` is 5 × 10⁸ ns."""
+
+
+def _second_ns(key: str) -> int | None:
+    """The nanoseconds of ``key``, a time up to the second and its dot; ``None`` if it is not
+    one. Remembered in :data:`_seconds` (only times that parse)."""
+    if key[19:] != ".":
+        return None
+    try:
+        second = rfc3339_ns(f"{key[:19]}Z")
+    except ValueError:
+        return None
+    if len(_seconds) >= _SECOND_NS_LIMIT:
+        _seconds.clear()
+    _seconds[key] = second
+    return second
 
 
 def rfc3339_fraction_ns(text: str) -> int:
@@ -214,19 +231,25 @@ def rfc3339_fraction_ns(text: str) -> int:
     every message, a UTC time with a fraction (``2026-08-12T19:27:48.098821666Z``): the time
     up to the second is read once (memoized: a stream stays on one second for many messages)
     and only the fraction here. Anything else, errors included, is rfc3339_ns's own."""
-    head, dot, fraction = text.partition(".")
-    digits = fraction[:-1]
-    if (
-        dot
-        and fraction[-1:] == "Z"
-        and 0 < len(digits) <= 9
-        and digits.isascii()
-        and digits.isdigit()
-    ):
+    # A time up to the second is 19 characters (rfc3339_ns takes no other widths), so the
+    # first 20 are it and the dot, and what follows up to the Z is the fraction.
+    key = text[:20]
+    second = _seconds.get(key)
+    if second is None:
+        second = _second_ns(key)
+        if second is None:
+            return rfc3339_ns(text)
+    digits = text[20:-1]
+    # int() alone would also take "+1", " 1", "1_0" and non-ASCII digits.
+    if text[-1] == "Z" and digits.isdigit() and digits.isascii():
         try:
-            return check_ns(_second_ns(head) + int(digits.ljust(9, "0")), text)
-        except ValueError:
-            pass  # not a time up to the second: rfc3339_ns says so, in its words
+            scale = _FRACTION_SCALE[len(digits)]
+        except IndexError:  # more than 9 digits
+            return rfc3339_ns(text)
+        # Not negative (rfc3339_ns checked the second), but it may pass MAX_NS.
+        ns = second + int(digits) * scale
+        if ns <= MAX_NS:
+            return ns
     return rfc3339_ns(text)
 
 

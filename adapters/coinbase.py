@@ -61,7 +61,8 @@ product of the type.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
 from typing import Final, Literal
 
 import msgspec
@@ -180,7 +181,13 @@ class _L2Event(msgspec.Struct, gc=False):
         self.book_asks = parse_levels(asks)
 
 
-class _Trade(msgspec.Struct, gc=False):
+# Trades and tickers come in two kinds: the fast path (below) decodes the fields alone and
+# calls check() on each before it uses any; the two-step way decodes the subclass, whose
+# __post_init__ calls check(), so that the error of a bad frame names where it is. One
+# check() for both keeps them reading the same frames alike.
+
+
+class _TradeFields(msgspec.Struct, gc=False):
     trade_id: str
     product_id: str
     price: str
@@ -189,17 +196,27 @@ class _Trade(msgspec.Struct, gc=False):
     time: str
     ts_ns: int = msgspec.field(default=0, name="__ts")
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Check the numbers and read the time into ``ts_ns``; ``ValueError`` if bad."""
         check_non_negative(self.price)
         check_non_negative(self.size)
         self.ts_ns = rfc3339_fraction_ns(self.time)
+
+
+class _Trade(_TradeFields, gc=False):
+    def __post_init__(self) -> None:
+        self.check()
+
+
+class _TradesEventFields(msgspec.Struct, gc=False):
+    trades: list[_TradeFields] = []
 
 
 class _TradesEvent(msgspec.Struct, gc=False):
     trades: list[_Trade] = []
 
 
-class _Ticker(msgspec.Struct, gc=False):
+class _TickerFields(msgspec.Struct, gc=False):
     product_id: str
     price: str | None = None
     best_bid: str | None = None
@@ -207,16 +224,28 @@ class _Ticker(msgspec.Struct, gc=False):
     best_ask: str | None = None
     best_ask_quantity: str | None = None
 
+    def check(self) -> None:
+        """Check the numbers that are given; ``ValueError`` if one is bad."""
+        # Unrolled: a loop over a tuple of the fields costs as much as the checks.
+        if self.price is not None:
+            check_non_negative(self.price)
+        if self.best_bid is not None:
+            check_non_negative(self.best_bid)
+        if self.best_bid_quantity is not None:
+            check_non_negative(self.best_bid_quantity)
+        if self.best_ask is not None:
+            check_non_negative(self.best_ask)
+        if self.best_ask_quantity is not None:
+            check_non_negative(self.best_ask_quantity)
+
+
+class _Ticker(_TickerFields, gc=False):
     def __post_init__(self) -> None:
-        for text in (
-            self.price,
-            self.best_bid,
-            self.best_bid_quantity,
-            self.best_ask,
-            self.best_ask_quantity,
-        ):
-            if text is not None:
-                check_non_negative(text)
+        self.check()
+
+
+class _TickerEventFields(msgspec.Struct, gc=False):
+    tickers: list[_TickerFields] = []
 
 
 class _TickerEvent(msgspec.Struct, gc=False):
@@ -228,6 +257,46 @@ _l2_decoder = msgspec.json.Decoder(list[_L2Event])
 _trades_decoder = msgspec.json.Decoder(list[_TradesEvent])
 _ticker_decoder = msgspec.json.Decoder(list[_TickerEvent])
 _request_encoder = msgspec.json.Encoder()
+
+
+# The fast path: a frame of a channel the codec subscribes to, decoded in one pass, events
+# and all, where the envelope decoder above skips the events as Raw for a second decoder to
+# read. Every field _Envelope checks is decoded here too, and the events into the same
+# fields, so a frame this decodes (and whose trades and tickers pass check()) is one the
+# two-step way reads alike; anything else (other channels, error frames, bad frames) goes
+# the two-step way, which says what is wrong with it.
+class _Frame(msgspec.Struct, gc=False, tag_field="channel"):
+    timestamp: str | None = None
+    sequence_num: Int64 | None = None
+    type: str | None = None
+    message: str | None = None
+    reason: str | None = None
+
+
+class _L2Frame(_Frame, gc=False, tag="l2_data"):
+    events: list[_L2Event] | msgspec.UnsetType = msgspec.UNSET
+
+
+class _TradesFrame(_Frame, gc=False, tag="market_trades"):
+    events: list[_TradesEventFields] | msgspec.UnsetType = msgspec.UNSET
+
+
+class _TickerFrame(_Frame, gc=False, tag="ticker"):
+    events: list[_TickerEventFields] | msgspec.UnsetType = msgspec.UNSET
+
+
+class _HeartbeatsFrame(_Frame, gc=False, tag="heartbeats"):
+    events: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class _SubscriptionsFrame(_Frame, gc=False, tag="subscriptions"):
+    events: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_frame_decoder = msgspec.json.Decoder(
+    _L2Frame | _TradesFrame | _TickerFrame | _HeartbeatsFrame | _SubscriptionsFrame
+)
+_trade_time = attrgetter("ts_ns")
 
 # ---------------------------------------------------------------------------------------------
 # Per-product state
@@ -375,6 +444,40 @@ class CoinbaseCodec(Codec):
     # -- frames -------------------------------------------------------------------------------
 
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        try:
+            frame = _frame_decoder.decode(data)
+        except Exception:
+            # Decoding has no effect on the codec's state: the two-step way starts afresh.
+            return self._receive_envelope(data, recv_ns)
+        timestamp, sequence_num, events = frame.timestamp, frame.sequence_num, frame.events
+        if timestamp is None or sequence_num is None or events is msgspec.UNSET:
+            return self._receive_envelope(data, recv_ns)  # a bad frame or a bare ack
+        kind = type(frame)
+        try:
+            if kind is _TradesFrame:
+                for trades_event in events:
+                    for trade in trades_event.trades:
+                        trade.check()
+            elif kind is _TickerFrame:
+                for ticker_event in events:
+                    for quote in ticker_event.tickers:
+                        quote.check()
+        except ValueError:
+            return self._receive_envelope(data, recv_ns)
+        # As _receive_envelope does, in its order: the time, the sequence check, the events.
+        ts_ns = rfc3339_fraction_ns(timestamp)
+        out: list[MarketEvent] = []
+        self._check_sequence(sequence_num, recv_ns, out)
+        if kind is _TradesFrame:
+            self._on_trades(events, recv_ns, out)
+        elif kind is _TickerFrame:
+            self._on_ticker(events, ts_ns, recv_ns, out)
+        elif kind is _L2Frame:
+            self._on_l2(events, ts_ns, recv_ns, out)
+        return out
+
+    def _receive_envelope(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        """Any frame, read in two steps: the envelope, then the events of its channel."""
         env = _envelope_decoder.decode(data)
         channel = env.channel
         if channel is None:
@@ -392,11 +495,11 @@ class CoinbaseCodec(Codec):
                 out.append(self._parse_error(f"{channel}: no events", recv_ns))
             return out
         if channel == "l2_data":
-            self._on_l2(env.events, ts_ns, recv_ns, out)
+            self._on_l2(_l2_decoder.decode(env.events), ts_ns, recv_ns, out)
         elif channel == "market_trades":
-            self._on_trades(env.events, recv_ns, out)
+            self._on_trades(_trades_decoder.decode(env.events), recv_ns, out)
         elif channel == "ticker":
-            self._on_ticker(env.events, ts_ns, recv_ns, out)
+            self._on_ticker(_ticker_decoder.decode(env.events), ts_ns, recv_ns, out)
         # heartbeats, subscriptions and channels not asked for: nothing to publish
         return out
 
@@ -423,61 +526,83 @@ class CoinbaseCodec(Codec):
 
     # -- trades and tickers -------------------------------------------------------------------
 
-    def _on_trades(self, events: msgspec.Raw, recv_ns: int, out: list[MarketEvent]) -> None:
-        for event in _trades_decoder.decode(events):
+    def _on_trades(
+        self,
+        events: list[_TradesEvent] | list[_TradesEventFields],
+        recv_ns: int,
+        out: list[MarketEvent],
+    ) -> None:
+        """Publish checked trades (``ts_ns`` read)."""
+        products, venue = self._products, self.venue
+        for event in events:
             # Snapshots list the newest trade first; publish in trade order.
-            trades = sorted(event.trades, key=lambda t: t.ts_ns)
-            for t in trades:
-                state = self._products.get(t.product_id)
+            for t in sorted(event.trades, key=_trade_time):
+                state = products.get(t.product_id)
                 if state is None or not state.trade:
                     continue
+                cs = state.contract_size
                 out.append(
                     Trade(
-                        venue=self.venue,
+                        venue=venue,
                         symbol=state.symbol,
                         native_symbol=state.native,
                         ts_venue=t.ts_ns,
                         ts_recv=recv_ns,
                         trade_id=t.trade_id,
                         price=t.price,
-                        size=scale_size(t.size, state.contract_size),
+                        size=t.size if cs is None else scale_size(t.size, cs),
                         side=TRADE_SIDE[t.side],
                     )
                 )
 
     def _on_ticker(
-        self, events: msgspec.Raw, ts_ns: int, recv_ns: int, out: list[MarketEvent]
+        self,
+        events: list[_TickerEvent] | list[_TickerEventFields],
+        ts_ns: int,
+        recv_ns: int,
+        out: list[MarketEvent],
     ) -> None:
-        # The message id of a ticker is its venue time, the envelope's: should one frame
-        # carry two quotes of a product, only the later one (which supersedes) is published.
-        latest: dict[str, _Ticker] = {}
-        for event in _ticker_decoder.decode(events):
-            for q in event.tickers:
-                latest[q.product_id] = q
-        for product_id, q in latest.items():
-            state = self._products.get(product_id)
+        """Publish checked quotes."""
+        quotes: Iterable[_TickerFields]
+        if len(events) == 1:
+            quotes = events[0].tickers  # as Coinbase sends them
+        else:
+            quotes = [q for event in events for q in event.tickers]
+        if len(quotes) > 1:
+            # The message id of a ticker is its venue time, the envelope's: should one frame
+            # carry two quotes of a product, only the later one (which supersedes) is
+            # published, where the product's first quote was.
+            quotes = {q.product_id: q for q in quotes}.values()
+        products, venue = self._products, self.venue
+        for q in quotes:
+            state = products.get(q.product_id)
             if state is None or not state.ticker:
                 continue
             bid_qty, ask_qty, cs = q.best_bid_quantity, q.best_ask_quantity, state.contract_size
+            if cs is not None:  # else scale_size is the identity
+                bid_qty = None if bid_qty is None else scale_size(bid_qty, cs)
+                ask_qty = None if ask_qty is None else scale_size(ask_qty, cs)
             out.append(
                 Ticker(
-                    venue=self.venue,
+                    venue=venue,
                     symbol=state.symbol,
                     native_symbol=state.native,
                     ts_venue=ts_ns,
                     ts_recv=recv_ns,
                     bid_price=q.best_bid,
-                    bid_size=None if bid_qty is None else scale_size(bid_qty, cs),
+                    bid_size=bid_qty,
                     ask_price=q.best_ask,
-                    ask_size=None if ask_qty is None else scale_size(ask_qty, cs),
+                    ask_size=ask_qty,
                     last_price=q.price,
                 )
             )
 
     # -- order book ---------------------------------------------------------------------------
 
-    def _on_l2(self, events: msgspec.Raw, ts_ns: int, recv_ns: int, out: list[MarketEvent]) -> None:
-        for event in _l2_decoder.decode(events):
+    def _on_l2(
+        self, events: list[_L2Event], ts_ns: int, recv_ns: int, out: list[MarketEvent]
+    ) -> None:
+        for event in events:
             state = self._products.get(event.product_id)
             if state is None or not state.book_wanted:
                 continue
