@@ -84,7 +84,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Final, Literal
+from typing import Final, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -100,8 +100,8 @@ from adapters._common import (
     merge_subscriptions,
     pack,
 )
+from relay.book import MAX_MAGNITUDE, OrderBook, levels_valid, parse_levels
 from relay.book import Level as BookLevel
-from relay.book import OrderBook, levels_valid
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
 from relay.events import (
     BookDelta,
@@ -224,23 +224,63 @@ class _RpcError(msgspec.Struct, gc=False):
     message: str | None = None
 
 
-class _Params(msgspec.Struct, gc=False):
+D = TypeVar("D")
+
+
+class _Params(msgspec.Struct, Generic[D], gc=False):
     """A notification's ``params``: a subscription's ``channel`` and ``data``, or a
     heartbeat's ``type``. Decoded with the envelope, in the same pass over the frame."""
 
     channel: str | None = None
-    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    data: D | msgspec.UnsetType = msgspec.UNSET
     type: str | None = None
 
 
-class _Envelope(msgspec.Struct, gc=False):
-    """Any frame: a notification (``method`` + ``params``) or a response (``id``)."""
+class _Envelope(msgspec.Struct, Generic[D], gc=False):
+    """Any frame: a notification (``method`` + ``params``) or a response (``id``).
+
+    ``D`` is what ``params.data`` is decoded as: :class:`msgspec.Raw` (left for later) in
+    the envelope every frame can be decoded as, or one channel's data (:data:`_DATA`).
+    """
 
     id: int | str | None = None
     method: str | None = None
-    params: _Params | msgspec.UnsetType = msgspec.UNSET
+    params: _Params[D] | msgspec.UnsetType = msgspec.UNSET
     result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     error: _RpcError | None = None
+
+
+def _non_negative_text(value: Decimal) -> str:
+    """``format(value, "f")`` of a venue number :func:`check_non_negative` passes;
+    its ``ValueError`` otherwise.
+
+    ``str()`` costs a third of ``format()`` and writes the same text whenever it writes no
+    exponent (the exponent is then at most 0 and ``adjusted()`` at least -6); the length
+    bounds ``adjusted()`` from above (fewer than :data:`MAX_MAGNITUDE` digits before the
+    point). Anything else takes the reference check and ``format()``.
+    """
+    text = str(value)
+    if (
+        "E" not in text
+        and value.is_finite()
+        and not value.is_signed()
+        and len(text) <= MAX_MAGNITUDE
+    ):
+        return text
+    check_non_negative(value)
+    return format(value, "f")
+
+
+def _finite_text(value: Decimal | None) -> str | None:
+    """:func:`_non_negative_text` for a number that may be negative (:func:`check_finite`);
+    ``None`` stays ``None``."""
+    if value is None:
+        return None
+    text = str(value)
+    if "E" not in text and len(text) <= MAX_MAGNITUDE and value.is_finite():
+        return text
+    check_finite(value)
+    return format(value, "f")
 
 
 class _Trade(msgspec.Struct, gc=False):
@@ -250,9 +290,13 @@ class _Trade(msgspec.Struct, gc=False):
     amount: Decimal
     direction: Literal["buy", "sell"]
     liquidation: Literal["M", "T", "MT"] | None = None
+    # Not in the JSON (the names cannot occur there): price and amount as published text.
+    price_text: str = msgspec.field(default="", name="__price_text")
+    amount_text: str = msgspec.field(default="", name="__amount_text")
 
     def __post_init__(self) -> None:
-        check_non_negative(self.price, self.amount)
+        self.price_text = _non_negative_text(self.price)
+        self.amount_text = _non_negative_text(self.amount)
 
 
 class _Ticker(msgspec.Struct, gc=False):
@@ -266,35 +310,63 @@ class _Ticker(msgspec.Struct, gc=False):
     index_price: Decimal | None = None
     open_interest: Decimal | None = None
     current_funding: Decimal | None = None
+    # Not in the JSON: the numbers above as published text (``None`` where absent), in the
+    # order of the checks (sizes and traded or quoted prices, then the signed ones).
+    texts: tuple[str | None, ...] = msgspec.field(default=(), name="__texts")
 
     def __post_init__(self) -> None:
-        check_non_negative(
-            self.best_bid_price,
-            self.best_bid_amount,
-            self.best_ask_price,
-            self.best_ask_amount,
-            self.last_price,
-            self.open_interest,
+        # The checks run in this order (the first failure's error is the one reported).
+        nn = _non_negative_text
+        self.texts = (
+            None if self.best_bid_price is None else nn(self.best_bid_price),
+            None if self.best_bid_amount is None else nn(self.best_bid_amount),
+            None if self.best_ask_price is None else nn(self.best_ask_price),
+            None if self.best_ask_amount is None else nn(self.best_ask_amount),
+            None if self.last_price is None else nn(self.last_price),
+            None if self.open_interest is None else nn(self.open_interest),
+            _finite_text(self.mark_price),
+            _finite_text(self.index_price),
+            _finite_text(self.current_funding),
         )
-        check_finite(self.mark_price, self.index_price, self.current_funding)
 
 
 _RawLevel = tuple[Literal["new", "change", "delete"], Decimal, Decimal]
 
+_ZERO: Final = Decimal(0)
+
 
 def _levels(raw: list[_RawLevel]) -> tuple[list[Level], list[BookLevel]]:
-    """Published text levels and the book's Decimal levels; ``delete`` is size zero."""
-    book: list[BookLevel] = []
-    zero = Decimal(0)
+    """Published text levels and the book's Decimal levels; ``delete`` is size zero.
+
+    The book's Decimals come from :func:`relay.book.parse_levels`, looked up by their text
+    in its bounded caches: equal values (``str()`` round-trips a Decimal exactly), but with
+    their hashes already computed, which the book's dict operations would otherwise spend
+    ~0.5 us a number on. What those caches refuse (exponents of three digits, and what is
+    invalid) gets the reference checks on the decoded Decimals, with their errors.
+    """
+    decoded: list[BookLevel] = []
+    texts: list[Level] = []
+    exponent = False
     for action, price, amount in raw:
         if action == "delete" and amount:
-            amount = zero  # the venue sends 0 with a delete; a delete always removes
-        book.append((price, amount))
-    if not levels_valid(book):
-        raise ValueError("a level has a non-finite price or a non-finite or negative size")
-    check_levels_magnitude(book)  # before format(): 1E+999999999 would take a gigabyte
-    text = [(format(price, "f"), format(amount, "f")) for price, amount in book]
-    return text, book
+            amount = _ZERO  # the venue sends 0 with a delete; a delete always removes
+        decoded.append((price, amount))
+        p, a = str(price), str(amount)
+        if "E" in p or "E" in a:
+            exponent = True
+        texts.append((p, a))
+    try:
+        book = parse_levels(texts)
+    except ValueError:
+        if not levels_valid(decoded):
+            raise ValueError(
+                "a level has a non-finite price or a non-finite or negative size"
+            ) from None
+        check_levels_magnitude(decoded)  # before format(): 1E+999999999 takes a gigabyte
+        book = decoded
+    if exponent:  # str() wrote an exponent: the published text is plain
+        texts = [(format(price, "f"), format(amount, "f")) for price, amount in book]
+    return texts, book
 
 
 class _Book(msgspec.Struct, gc=False):
@@ -315,10 +387,17 @@ class _Book(msgspec.Struct, gc=False):
         self.text_asks, self.book_asks = _levels(self.asks)
 
 
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
-_trades_decoder = msgspec.json.Decoder(list[_Trade])
-_ticker_decoder = msgspec.json.Decoder(_Ticker)
-_book_decoder = msgspec.json.Decoder(_Book)
+_DATA: Final[dict[str, object]] = {"book": _Book, "ticker": _Ticker, "trades": list[_Trade]}
+"""The ``data`` of each channel kind (the channel name's first part) the codec reads."""
+_envelope_decoder = msgspec.json.Decoder(_Envelope[msgspec.Raw])
+_data_decoders: Final = {kind: msgspec.json.Decoder(data) for kind, data in _DATA.items()}
+"""One channel kind's ``data``, from the envelope's :class:`msgspec.Raw`."""
+_notification_decoders: Final = {
+    kind: msgspec.json.Decoder(_Envelope[data])  # type: ignore[valid-type]
+    for kind, data in _DATA.items()
+}
+"""A whole frame with one channel kind's ``data``, in one pass (see ``_receive``)."""
+_CHANNEL_KEY: Final = '"channel":"'
 _channels_decoder = msgspec.json.Decoder(list[str])
 _request_encoder = msgspec.json.Encoder()
 
@@ -344,6 +423,12 @@ class _Instrument:
         "synced",
         "ticker_channel",
         "trades_channel",
+        "want_funding",
+        "want_liquidations",
+        "want_mark_price",
+        "want_open_interest",
+        "want_ticker",
+        "want_trades",
     )
 
     def __init__(self, sub: Subscription) -> None:
@@ -352,6 +437,14 @@ class _Instrument:
         self.data_types = sub.data_types
         self.inverse = _is_inverse(self.native)
         wanted = sub.data_types
+        # Which events to publish, read per notification: a bool is much cheaper to test
+        # than a DataType in a frozenset (an enum attribute lookup and a str hash).
+        self.want_trades = DataType.TRADE in wanted
+        self.want_liquidations = DataType.LIQUIDATION in wanted
+        self.want_ticker = DataType.TICKER in wanted
+        self.want_mark_price = DataType.MARK_PRICE in wanted
+        self.want_open_interest = DataType.OPEN_INTEREST in wanted
+        self.want_funding = DataType.FUNDING_RATE in wanted
         self.trades_channel = (
             f"trades.{self.native}.{INTERVAL}"
             if wanted & {DataType.TRADE, DataType.LIQUIDATION}
@@ -491,6 +584,36 @@ class DeribitCodec(Codec):
     # -- frames -------------------------------------------------------------------------------
 
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        # A notification is decoded in one pass with its channel's data type, picked by the
+        # channel name as written in the frame: the envelope path below reads the data
+        # twice (skipped as Raw, then decoded). The name found by text search is only a
+        # guess; the decoded channel decides. This pass is at least as strict as that path
+        # (it also checks the data of a repeated key, where the envelope keeps the last
+        # one's Raw) and reads what it accepts the same way; a frame it does not take or
+        # cannot decode goes through the envelope path, which words every error.
+        start = data.find(_CHANNEL_KEY) if isinstance(data, str) else -1
+        if start >= 0:
+            start += len(_CHANNEL_KEY)
+            kind = data[start : data.find(".", start)]
+            decoder = _notification_decoders.get(kind)
+            if decoder is not None:
+                try:
+                    frame = decoder.decode(data)
+                except Exception:  # the envelope path below reports it
+                    frame = None
+                if frame is not None and frame.method == "subscription":
+                    params = frame.params
+                    if (
+                        params is not msgspec.UNSET
+                        and params.channel is not None
+                        and params.data is not msgspec.UNSET
+                    ):
+                        parts = params.channel.split(".")
+                        if len(parts) == 3 and parts[0] == kind:
+                            state = self._instruments.get(parts[1])
+                            if state is None or (kind == "book" and state.book_channel is None):
+                                return []
+                            return self._handlers[kind](state, params.data, recv_ns)
         env = _envelope_decoder.decode(data)
         method = env.method
         params = env.params
@@ -503,14 +626,17 @@ class DeribitCodec(Codec):
             parts = channel.split(".")
             if len(parts) != 3:
                 return []
-            handler = self._handlers.get(parts[0])
+            data_decoder = _data_decoders.get(parts[0])
             state = self._instruments.get(parts[1])
-            if handler is None or state is None:
+            if data_decoder is None or state is None:
                 return []
+            if parts[0] == "book" and state.book_channel is None:
+                return []  # the book of an instrument subscribed for other data (a shared replay)
             try:
-                return handler(state, params.data, recv_ns)
+                decoded = data_decoder.decode(params.data)
             except msgspec.DecodeError as exc:
                 return [self._parse_error(f"{channel}: {exc}", recv_ns)]
+            return self._handlers[parts[0]](state, decoded, recv_ns)
         if method == "heartbeat":
             if params is msgspec.UNSET or params.type is None:
                 return [self._parse_error("heartbeat without type", recv_ns)]
@@ -590,14 +716,15 @@ class DeribitCodec(Codec):
 
     # -- trades and liquidations ---------------------------------------------------------------
 
-    def _on_trades(self, state: _Instrument, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
-        trades = _trades_decoder.decode(data)
-        want_trades = DataType.TRADE in state.data_types
-        want_liquidations = DataType.LIQUIDATION in state.data_types
+    def _on_trades(
+        self, state: _Instrument, trades: list[_Trade], recv_ns: int
+    ) -> list[MarketEvent]:
+        want_trades = state.want_trades
+        want_liquidations = state.want_liquidations
         out: list[MarketEvent] = []
         for t in trades:
-            price = format(t.price, "f")
-            size = format(t.amount, "f")
+            price = t.price_text
+            size = t.amount_text
             ts_venue = t.timestamp * NS_PER_MS
             if want_trades:
                 out.append(
@@ -641,15 +768,27 @@ class DeribitCodec(Codec):
 
     # -- ticker ----------------------------------------------------------------------------------
 
-    def _on_ticker(self, state: _Instrument, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
-        t = _ticker_decoder.decode(data)
-        wanted = state.data_types
+    def _on_ticker(self, state: _Instrument, t: _Ticker, recv_ns: int) -> list[MarketEvent]:
         ts_venue = t.timestamp * NS_PER_MS
         venue, symbol, native = self.venue, state.symbol, state.native
         out: list[MarketEvent] = []
-        if DataType.TICKER in wanted:
-            bid_price, bid_size = _quote(t.best_bid_price, t.best_bid_amount)
-            ask_price, ask_size = _quote(t.best_ask_price, t.best_ask_amount)
+        (
+            bid_price,
+            bid_amount,
+            ask_price,
+            ask_amount,
+            last_price,
+            oi,
+            mark_price,
+            index_price,
+            funding,
+        ) = t.texts
+        if state.want_ticker:
+            # Deribit writes an empty side as price 0 and amount 0.
+            if bid_price is None or bid_amount is None or not t.best_bid_amount:
+                bid_price = bid_amount = None
+            if ask_price is None or ask_amount is None or not t.best_ask_amount:
+                ask_price = ask_amount = None
             out.append(
                 Ticker(
                     venue=venue,
@@ -658,18 +797,13 @@ class DeribitCodec(Codec):
                     ts_venue=ts_venue,
                     ts_recv=recv_ns,
                     bid_price=bid_price,
-                    bid_size=bid_size,
+                    bid_size=bid_amount,
                     ask_price=ask_price,
-                    ask_size=ask_size,
-                    last_price=decimal_text(t.last_price),
+                    ask_size=ask_amount,
+                    last_price=last_price,
                 )
             )
-        if DataType.MARK_PRICE in wanted or DataType.FUNDING_RATE in wanted:
-            index_price = decimal_text(t.index_price)
-            mark_price = decimal_text(t.mark_price)
-        else:
-            index_price = mark_price = None  # written out only for the events that carry them
-        if DataType.MARK_PRICE in wanted and mark_price is not None:
+        if state.want_mark_price and mark_price is not None:
             out.append(
                 MarkPrice(
                     venue=venue,
@@ -681,8 +815,7 @@ class DeribitCodec(Codec):
                     index_price=index_price,
                 )
             )
-        if DataType.OPEN_INTEREST in wanted and t.open_interest is not None:
-            oi = format(t.open_interest, "f")
+        if state.want_open_interest and oi is not None:
             out.append(
                 OpenInterest(
                     venue=venue,
@@ -695,7 +828,7 @@ class DeribitCodec(Codec):
                     open_interest_value=oi if state.inverse else None,
                 )
             )
-        if DataType.FUNDING_RATE in wanted and t.current_funding is not None:
+        if state.want_funding and funding is not None:
             out.append(
                 FundingRate(
                     venue=venue,
@@ -703,7 +836,7 @@ class DeribitCodec(Codec):
                     native_symbol=native,
                     ts_venue=ts_venue,
                     ts_recv=recv_ns,
-                    rate=format(t.current_funding, "f"),
+                    rate=funding,
                     # Deribit funding accrues continuously: there is no next funding time.
                     next_funding_ts=None,
                     mark_price=mark_price,
@@ -714,10 +847,8 @@ class DeribitCodec(Codec):
 
     # -- order book ---------------------------------------------------------------------------
 
-    def _on_book(self, state: _Instrument, data: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
-        if state.book_channel is None:
-            return []  # the book of an instrument subscribed for other data (a shared replay)
-        msg = _book_decoder.decode(data)
+    def _on_book(self, state: _Instrument, msg: _Book, recv_ns: int) -> list[MarketEvent]:
+        """A book notification of an instrument whose book channel is subscribed."""
         out: list[MarketEvent] = []
         if msg.type == "snapshot":
             self._snapshot(state, msg, recv_ns, out)
@@ -797,13 +928,6 @@ class DeribitCodec(Codec):
         # subscription follows the new one's snapshot.
         self._request("public/unsubscribe", {"channels": [channel]})
         self._subscribe([channel])
-
-
-def _quote(price: Decimal | None, amount: Decimal | None) -> tuple[str | None, str | None]:
-    """One side of the ticker; Deribit writes an empty side as price 0 and amount 0."""
-    if price is None or amount is None or not amount:
-        return None, None
-    return format(price, "f"), format(amount, "f")
 
 
 def _nonzero(text: list[Level], book: list[BookLevel]) -> list[Level]:
