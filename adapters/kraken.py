@@ -47,6 +47,7 @@ a ``wsname`` are skipped. Tick ``tick_size`` (else ``10^-pair_decimals``), lot
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -65,8 +66,8 @@ from adapters._common import (
     rfc3339_fraction_ns,
     split_pair,
 )
+from relay.book import CACHE_LIMIT, MAX_MAGNITUDE, BookSide, OrderBook, levels_valid
 from relay.book import Level as BookLevel
-from relay.book import OrderBook, levels_valid
 from relay.codec import Adapter, Codec, Endpoints, SendFrame, Subscription
 from relay.events import (
     BookDelta,
@@ -107,6 +108,8 @@ MAX_SYMBOLS_PER_SUBSCRIBE: Final = 100
 PING_INTERVAL: Final = 30.0
 
 _PING: Final = '{"method":"ping"}'
+_BOOK_FRAME: Final = '{"channel":"book",'
+"""How a ``book`` frame starts (:meth:`KrakenCodec._receive`)."""
 
 # ---------------------------------------------------------------------------------------------
 # Symbols
@@ -147,27 +150,165 @@ class _Level(msgspec.Struct, gc=False):
     qty: Decimal
 
 
+_NO_LEVELS: Final = msgspec.Raw(b"[]")
+
+
 class _Book(msgspec.Struct, gc=False):
+    """A ``book`` item with its levels read by :func:`_read_levels`, the fast path.
+
+    Any level it cannot read there, or any other check failing, fails the decode, and
+    :class:`_CheckedBook` decodes the payload again: that is the reference, which gives the
+    exact error a bad frame is reported with (and the values of any frame this struct
+    refuses).
+    """
+
+    symbol: str
+    timestamp: str
+    bids: msgspec.Raw = _NO_LEVELS
+    asks: msgspec.Raw = _NO_LEVELS
+    checksum: int | None = None
+    # Filled after decoding (the names cannot occur in the JSON): the levels for the book and
+    # their plain texts (format(d, "f")), in the message's order.
+    bid_levels: list[BookLevel] = msgspec.field(default_factory=list, name="__bids")
+    bid_texts: list[Level] = msgspec.field(default_factory=list, name="__bid_texts")
+    ask_levels: list[BookLevel] = msgspec.field(default_factory=list, name="__asks")
+    ask_texts: list[Level] = msgspec.field(default_factory=list, name="__ask_texts")
+    ts_ns: int = msgspec.field(default=0, name="__ts")
+
+    def __post_init__(self) -> None:
+        self.bid_levels, self.bid_texts = _read_levels(self.bids)
+        self.ask_levels, self.ask_texts = _read_levels(self.asks)
+        if self.checksum is not None and not 0 <= self.checksum <= 0xFFFF_FFFF:
+            raise ValueError("checksum is not an unsigned 32-bit integer")
+        self.ts_ns = rfc3339_fraction_ns(self.timestamp)
+
+
+class _CheckedBook(msgspec.Struct, gc=False):
+    """A ``book`` item decoded by msgspec's own types and checked level by level."""
+
     symbol: str
     timestamp: str
     bids: list[_Level] = []
     asks: list[_Level] = []
     checksum: int | None = None
-    # Filled after decoding (the names cannot occur in the JSON).
-    book_bids: list[BookLevel] = msgspec.field(default_factory=list, name="__bids")
-    book_asks: list[BookLevel] = msgspec.field(default_factory=list, name="__asks")
+    # Filled after decoding, as in _Book.
+    bid_levels: list[BookLevel] = msgspec.field(default_factory=list, name="__bids")
+    bid_texts: list[Level] = msgspec.field(default_factory=list, name="__bid_texts")
+    ask_levels: list[BookLevel] = msgspec.field(default_factory=list, name="__asks")
+    ask_texts: list[Level] = msgspec.field(default_factory=list, name="__ask_texts")
     ts_ns: int = msgspec.field(default=0, name="__ts")
 
     def __post_init__(self) -> None:
-        self.book_bids = [(lv.price, lv.qty) for lv in self.bids]
-        self.book_asks = [(lv.price, lv.qty) for lv in self.asks]
-        if not (levels_valid(self.book_bids) and levels_valid(self.book_asks)):
+        book_bids = [(lv.price, lv.qty) for lv in self.bids]
+        book_asks = [(lv.price, lv.qty) for lv in self.asks]
+        if not (levels_valid(book_bids) and levels_valid(book_asks)):
             raise ValueError("a level has a non-finite price or a non-finite or negative qty")
-        check_levels_magnitude(self.book_bids)
-        check_levels_magnitude(self.book_asks)
+        check_levels_magnitude(book_bids)
+        check_levels_magnitude(book_asks)
         if self.checksum is not None and not 0 <= self.checksum <= 0xFFFF_FFFF:
             raise ValueError("checksum is not an unsigned 32-bit integer")
         self.ts_ns = rfc3339_fraction_ns(self.timestamp)
+        self.bid_levels = book_bids
+        self.bid_texts = [(format(p, "f"), format(q, "f")) for p, q in book_bids]
+        self.ask_levels = book_asks
+        self.ask_texts = [(format(p, "f"), format(q, "f")) for p, q in book_asks]
+
+
+# Book levels, read from the JSON text of a side's list, which msgspec has checked is valid
+# JSON when it kept it as Raw. Kraken writes every level as ``{"price":<number>,"qty":<number>}``
+# in that order, without spaces. If the text holds n matches of _LEVEL, exactly n ``{``, one
+# ``[`` and 2n - 1 commas, it is a list of those n levels and nothing else (spaces aside): the
+# matches hold all the ``{`` (so no other object, nor a ``{`` in a string) and the ``[`` is
+# the list's own (so no other array, and the value is a list), so the levels are elements of
+# the list; they hold n of the commas, and the n - 1 others can only separate n elements.
+_LEVEL: Final = re.compile(rb'\{"price":([-+.0-9Ee]+),"qty":([-+.0-9Ee]+)\}')
+_decimal_decoder = msgspec.json.Decoder(Decimal)
+
+# The numbers of levels by their JSON text, as Decimals and as plain texts: bounded caches like
+# relay.book's (emptied in place at CACHE_LIMIT entries, a value's two together). Book
+# numbers repeat constantly (prices near the top, round sizes), and a dict lookup saves
+# building the Decimal, hashing it afresh (~0.7 us) in the book's dict operations and
+# writing its plain text. Only numbers that passed the checks of _CheckedBook are cached,
+# each as msgspec decodes it, so a hit needs no further check.
+_prices: dict[bytes, Decimal] = {}
+_price_texts: dict[bytes, str] = {}
+_sizes: dict[bytes, Decimal] = {}
+_size_texts: dict[bytes, str] = {}
+
+
+def _read_levels(raw: msgspec.Raw) -> tuple[list[BookLevel], list[Level]]:
+    """The levels of a side and their plain texts, from its JSON text; ``ValueError`` unless
+    the text is a list of levels in Kraken's layout and each number passes
+    :class:`_CheckedBook`'s checks."""
+    text = bytes(raw)
+    if text == b"[]":
+        return [], []
+    pairs: list[tuple[bytes, bytes]] = _LEVEL.findall(text)
+    n = len(pairs)
+    if not n:
+        raise ValueError("not a list of levels in Kraken's layout")
+    if text.count(b"{") != n or text.count(b"[") != 1 or text.count(b",") != 2 * n - 1:
+        raise ValueError("not a list of levels in Kraken's layout")
+    # Comprehensions of subscripts while every text is cached; a KeyError leaves it for the
+    # loop that fills the caches.
+    try:
+        levels = [(_prices[price], _sizes[qty]) for price, qty in pairs]
+    except KeyError:
+        return _read_missed(pairs)
+    return levels, [(_price_texts[price], _size_texts[qty]) for price, qty in pairs]
+
+
+def _read_missed(pairs: list[tuple[bytes, bytes]]) -> tuple[list[BookLevel], list[Level]]:
+    """:func:`_read_levels` once a number is missing from the caches (each looked up or
+    checked and cached; a cache may be emptied on the way, so nothing is looked up twice)."""
+    levels: list[BookLevel] = []
+    texts: list[Level] = []
+    for price, qty in pairs:
+        if price in _prices:
+            p, p_text = _prices[price], _price_texts[price]
+        else:
+            p, p_text = _new_number(price, _prices, _price_texts, size=False)
+        if qty in _sizes:
+            q, q_text = _sizes[qty], _size_texts[qty]
+        else:
+            q, q_text = _new_number(qty, _sizes, _size_texts, size=True)
+        levels.append((p, q))
+        texts.append((p_text, q_text))
+    return levels, texts
+
+
+def _new_number(
+    text: bytes, values: dict[bytes, Decimal], texts: dict[bytes, str], *, size: bool
+) -> tuple[Decimal, str]:
+    """The number of a level's JSON ``text`` and its plain text, cached in ``values`` and
+    ``texts`` once checked as :class:`_CheckedBook` checks it; ``ValueError`` if it fails."""
+    value = _decimal_decoder.decode(text)
+    if (
+        not value.is_finite()
+        or not -MAX_MAGNITUDE <= value.adjusted() <= MAX_MAGNITUDE
+        or (size and value.is_signed() and value)  # -0 is signed but zero, hence ``and``
+    ):
+        raise ValueError("a level number _CheckedBook refuses")
+    if len(values) >= CACHE_LIMIT:
+        values.clear()
+        texts.clear()
+    number = (value, format(value, "f"))
+    values[text], texts[text] = number
+    return number
+
+
+class _BookFrame(msgspec.Struct, gc=False):
+    """A ``book`` frame decoded in one pass: the fields of :class:`_Envelope`, of the same
+    types, with ``data`` read as :class:`_Book` items (see :meth:`KrakenCodec._receive`)."""
+
+    channel: str | None = None
+    type: str | None = None
+    data: list[_Book] | msgspec.UnsetType = msgspec.UNSET
+    method: str | None = None
+    success: bool | None = None
+    error: str | None = None
+    symbol: str | None = None
+    req_id: int | None = None
 
 
 class _Trade(msgspec.Struct, gc=False):
@@ -219,7 +360,9 @@ class _SystemStatus(msgspec.Struct, gc=False):
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
+_book_frame_decoder = msgspec.json.Decoder(_BookFrame)
 _book_decoder = msgspec.json.Decoder(list[_Book])
+_checked_book_decoder = msgspec.json.Decoder(list[_CheckedBook])
 _trade_decoder = msgspec.json.Decoder(list[_Trade])
 _ticker_decoder = msgspec.json.Decoder(list[_Ticker])
 _instrument_decoder = msgspec.json.Decoder(_Instruments)
@@ -245,36 +388,87 @@ def book_checksum(book: OrderBook[BookLevel], price_precision: int, qty_precisio
     return _checksum(book, f".{price_precision}f", f".{qty_precision}f", {})
 
 
-MEMO_LIMIT: Final = 8 * CHECKSUM_DEPTH
-"""Levels a pair's checksum memo holds before it starts over empty."""
+_Memo = dict[int, tuple[BookLevel, Level, str | None]]
+"""A pair's memo of its book's levels by id (see :class:`_Symbol`): each level itself, its
+plain texts ``(price, qty)`` and its checksum text, ``None`` until the checksum needs it."""
+
+MEMO_LIMIT: Final = 8
+"""A pair's level memo starts over empty beyond this many times the subscribed depth."""
+
+PARTS_LIMIT: Final = 1 << 12
+"""Numbers each checksum text cache of :data:`_parts` holds before it starts over empty."""
+SPECS_LIMIT: Final = 64
+"""Precisions :data:`_parts` holds caches for before it starts over empty."""
+
+# The checksum text of a number by the precision's format spec, then by the number's plain
+# text (which is the value, sign and all, so it names the checksum text): bounded caches
+# like relay.book's. The same prices and sizes recur across levels and messages, and a
+# lookup is several times cheaper than writing a Decimal out with a precision.
+_parts: dict[str, dict[str, str]] = {}
 
 
-def _checksum(
-    book: OrderBook[BookLevel],
-    price_spec: str,
-    qty_spec: str,
-    memo: dict[int, tuple[BookLevel, str]],
-) -> int:
-    """:func:`book_checksum` with the precisions as format specs (``".1f"``), kept per pair.
+def _checksum(book: OrderBook[BookLevel], price_spec: str, qty_spec: str, memo: _Memo) -> int:
+    """:func:`book_checksum` with the precisions as format specs (``".1f"``), kept per pair,
+    and the texts of its levels in ``memo`` (see :func:`_side_text`)."""
+    asks = _side_text(book.asks.top(CHECKSUM_DEPTH), price_spec, qty_spec, memo)
+    bids = _side_text(book.bids.top(CHECKSUM_DEPTH), price_spec, qty_spec, memo)
+    return zlib.crc32((asks + bids).encode())
 
-    ``memo`` keeps the text of each level by the level's id, with the level itself: the book
-    keeps a level's tuple until that price changes, so most of the top levels are the same
-    objects as at the last message, and a lookup is several times cheaper than writing two
-    Decimals out. Holding the level keeps its id from being reused while it is in the memo.
+
+def _side_text(levels: list[BookLevel], price_spec: str, qty_spec: str, memo: _Memo) -> str:
+    """The checksum text of one side's best levels ``levels``, best first.
+
+    ``memo`` gives the checksum text of each level the codec has seen the text of, whether
+    it came in this message (see :meth:`KrakenCodec._remember`) or earlier: the book keeps
+    a level's tuple until that price changes, so most of the top levels are the same
+    objects as at the last message. A level the memo lacks, or lacks the checksum text of,
+    gets it from the caches of :data:`_parts` (written out from its Decimals on a miss).
     """
-    bids, asks = book.top(CHECKSUM_DEPTH)
-    if len(memo) > MEMO_LIMIT:
-        memo.clear()
-    parts = []
-    for level in (*asks, *bids):
-        entry = memo.get(id(level))
-        if entry is not None and entry[0] is level:
-            parts.append(entry[1])
-        else:
-            part = _checksum_part(level[0], price_spec) + _checksum_part(level[1], qty_spec)
-            memo[id(level)] = (level, part)
-            parts.append(part)
-    return zlib.crc32("".join(parts).encode())
+    try:
+        # An id in the memo is its entry's level, which the entry keeps alive: a live level
+        # of the book with that id is that very object.
+        return "".join([memo[id(level)][2] for level in levels])  # type: ignore[misc]
+    except (KeyError, TypeError):  # a level missing, or its checksum text None
+        return "".join([_level_part(level, price_spec, qty_spec, memo) for level in levels])
+
+
+def _level_part(level: BookLevel, price_spec: str, qty_spec: str, memo: _Memo) -> str:
+    """The checksum text of a book level, stored in ``memo`` with the level's plain texts."""
+    entry = memo.get(id(level))
+    if entry is not None:
+        part = entry[2]
+        if part is not None:
+            return part
+        texts = entry[1]
+    else:
+        texts = (format(level[0], "f"), format(level[1], "f"))
+    part = _part(_spec_parts(price_spec), texts[0], level[0], price_spec) + _part(
+        _spec_parts(qty_spec), texts[1], level[1], qty_spec
+    )
+    memo[id(level)] = (level, texts, part)
+    return part
+
+
+def _spec_parts(spec: str) -> dict[str, str]:
+    """The checksum text cache of :data:`_parts` for ``spec``."""
+    cache = _parts.get(spec)
+    if cache is None:
+        if len(_parts) >= SPECS_LIMIT:
+            _parts.clear()
+        cache = _parts[spec] = {}
+    return cache
+
+
+def _part(cache: dict[str, str], text: str, value: Decimal, spec: str) -> str:
+    """The checksum text of ``value`` (whose plain text is ``text``), from ``cache`` of
+    :data:`_parts` for ``spec``."""
+    part = cache.get(text)
+    if part is None:
+        part = _checksum_part(value, spec)
+        if len(cache) >= PARTS_LIMIT:
+            cache.clear()
+        cache[text] = part
+    return part
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,11 +480,13 @@ class _Symbol:
         "book",
         "book_subscribed",
         "book_wanted",
-        "checksum_memo",
         "contract_size",
         "last_sequence",
+        "memo",
         "native",
+        "parts",
         "precision",
+        "side_texts",
         "symbol",
         "synced",
         "ticker",
@@ -311,10 +507,23 @@ class _Symbol:
         """The ``book`` subscription of the pair was sent on this connection."""
         self.precision: tuple[str, str] | None = None
         """Format specs (``".1f"``, ``".8f"``) from the instrument channel, once known."""
-        self.checksum_memo: dict[int, tuple[BookLevel, str]] = {}
-        """The checksum's texts of levels (see :func:`_checksum`), for ``precision``."""
+        self.parts: tuple[dict[str, str], dict[str, str]] | None = None
+        """The caches of :data:`_parts` for ``precision`` (prices, qtys), once known."""
+        self.memo: _Memo = {}
+        """The book's levels by id, with their texts: the plain texts of every level decoded
+        are stored as it is put in the book, for publishing, and its checksum text once
+        :func:`_checksum` has needed it (for ``precision``). Holding the level keeps its id
+        from being reused while it is in the memo."""
+        self.side_texts: list[str | None] = [None, None]
+        """The checksum texts (:func:`_side_text`) of the book's asks and bids, for
+        ``precision``, kept while that side is unchanged; ``None`` when not known."""
         self.last_sequence = 0
         """The ``sequence`` of the last published book event (kept across reconnects)."""
+
+    def drop_book(self) -> None:
+        """Empty the book (its checksum texts with it)."""
+        self.book.clear()
+        self.side_texts = [None, None]
 
     def next_sequence(self, ts_ns: int) -> int:
         seq = max(ts_ns, self.last_sequence + 1)
@@ -405,7 +614,7 @@ class KrakenCodec(Codec):
         self._req_id = 0
         self._books_subscribed = False
         for state in self._symbols.values():
-            state.book.clear()
+            state.drop_book()
             state.synced = False
             state.book_subscribed = False
         states = list(self._symbols.values())
@@ -461,6 +670,22 @@ class KrakenCodec(Codec):
     # -- frames -------------------------------------------------------------------------------
 
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        # Book frames, most of the traffic, in one decoding instead of the envelope's and then
+        # the data's. This only takes a frame the envelope's path would hand to _on_book
+        # with data that _Book reads (the same fields of the same types, and the same items);
+        # anything else, a failure included, takes the envelope's path, which decides.
+        if type(data) is str and data.startswith(_BOOK_FRAME):
+            try:
+                frame = _book_frame_decoder.decode(data)
+            except Exception:
+                frame = None
+            if (
+                frame is not None
+                and frame.channel == "book"
+                and frame.type in ("snapshot", "update")
+                and frame.data is not msgspec.UNSET
+            ):
+                return self._book_items(frame.type, frame.data, recv_ns)
         env = _envelope_decoder.decode(data)
         channel = env.channel
         if channel is not None:
@@ -511,8 +736,13 @@ class KrakenCodec(Codec):
         for pair in pairs:
             state = self._symbols.get(pair.symbol)
             if state is not None:
-                state.precision = (f".{pair.price_precision}f", f".{pair.qty_precision}f")
-                state.checksum_memo = {}
+                state.precision = price_spec, qty_spec = (
+                    f".{pair.price_precision}f",
+                    f".{pair.qty_precision}f",
+                )
+                state.parts = (_spec_parts(price_spec), _spec_parts(qty_spec))
+                state.memo = {}
+                state.side_texts = [None, None]
         if kind != "snapshot" or self._books_subscribed:
             return []
         self._books_subscribed = True
@@ -580,8 +810,21 @@ class KrakenCodec(Codec):
     def _on_book(self, kind: str | None, payload: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
         if kind not in ("snapshot", "update"):
             return [self._parse_error(f"book: unknown type {kind!r}", recv_ns)]
+        items: list[_Book] | list[_CheckedBook]
+        try:
+            items = _book_decoder.decode(payload)
+        except (msgspec.ValidationError, ArithmeticError):
+            # Something _Book does not read fast, or a bad item: the reference decodes it
+            # (and raises the error the frame is reported with).
+            items = _checked_book_decoder.decode(payload)
+        return self._book_items(kind, items, recv_ns)
+
+    def _book_items(
+        self, kind: str, items: list[_Book] | list[_CheckedBook], recv_ns: int
+    ) -> list[MarketEvent]:
+        """The events of a book frame's decoded items; ``kind`` is its ``type``."""
         out: list[MarketEvent] = []
-        for item in _book_decoder.decode(payload):
+        for item in items:
             state = self._symbols.get(item.symbol)
             if state is None or not state.book_wanted:
                 continue
@@ -593,13 +836,35 @@ class KrakenCodec(Codec):
                 self.counters.stale_deltas_dropped += 1  # before its snapshot: unusable
         return out
 
-    def _snapshot(self, state: _Symbol, item: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
+    def _snapshot(
+        self, state: _Symbol, item: _Book | _CheckedBook, recv_ns: int, out: list[MarketEvent]
+    ) -> None:
         book = state.book
-        book.apply_snapshot(item.book_bids, item.book_asks)
+        bid_levels, bids = item.bid_levels, item.bid_texts
+        ask_levels, asks = item.ask_levels, item.ask_texts
+        bid_parts = self._remember(state, bid_levels, bids)
+        ask_parts = self._remember(state, ask_levels, asks)
+        book.apply_snapshot(bid_levels, ask_levels)
         self._truncate(book)
+        # Kraken sends each side sorted, best first, and at most the depth: then the book
+        # holds the message's levels in the message's order (the same objects; equal lists
+        # of them, a C loop, mean none was dropped), and its texts are the message's.
+        sorted_bids = book.sorted_bids()
+        sorted_asks = book.sorted_asks()
+        bids_as_sent = sorted_bids == bid_levels
+        asks_as_sent = sorted_asks == ask_levels
+        known = state.parts is not None
+        state.side_texts = [
+            "".join(ask_parts) if known and asks_as_sent else None,
+            "".join(bid_parts) if known and bids_as_sent else None,
+        ]
         if not self._check(state, item, recv_ns, out):
             return
         cs = state.contract_size
+        if cs is not None or not bids_as_sent:
+            bids = _published(state.memo, sorted_bids, cs)
+        if cs is not None or not asks_as_sent:
+            asks = _published(state.memo, sorted_asks, cs)
         sequence = state.next_sequence(item.ts_ns)
         out.append(
             BookSnapshot(
@@ -609,8 +874,8 @@ class KrakenCodec(Codec):
                 ts_venue=item.ts_ns,
                 ts_recv=recv_ns,
                 sequence=sequence,
-                bids=[(format(p, "f"), decimal_text(q, cs)) for p, q in book.sorted_bids()],
-                asks=[(format(p, "f"), decimal_text(q, cs)) for p, q in book.sorted_asks()],
+                bids=bids,
+                asks=asks,
             )
         )
         state.synced = True
@@ -622,17 +887,30 @@ class KrakenCodec(Codec):
             detail = f"snapshot applied, checksum {item.checksum} verified"
         out.append(self._symbol_status(state, "book_synced", detail, recv_ns))
 
-    def _update(self, state: _Symbol, item: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
+    def _update(
+        self, state: _Symbol, item: _Book | _CheckedBook, recv_ns: int, out: list[MarketEvent]
+    ) -> None:
         book = state.book
-        book.apply_delta(item.book_bids, item.book_asks)
+        bid_levels, bids = item.bid_levels, item.bid_texts
+        ask_levels, asks = item.ask_levels, item.ask_texts
+        self._remember(state, bid_levels, bids)
+        self._remember(state, ask_levels, asks)
+        book.apply_delta(bid_levels, ask_levels)
+        if ask_levels:
+            state.side_texts[0] = None
+        if bid_levels:
+            state.side_texts[1] = None
         cut_bids, cut_asks = self._truncate(book)
         if not self._check(state, item, recv_ns, out):
             return
         cs = state.contract_size
-        bids: list[Level] = [(format(p, "f"), decimal_text(q, cs)) for p, q in item.book_bids]
-        asks: list[Level] = [(format(p, "f"), decimal_text(q, cs)) for p, q in item.book_asks]
-        bids += [(format(p, "f"), "0") for p, _ in cut_bids]
-        asks += [(format(p, "f"), "0") for p, _ in cut_asks]
+        if cs is not None:
+            bids = _published(state.memo, bid_levels, cs)
+            asks = _published(state.memo, ask_levels, cs)
+        if cut_bids:
+            bids += [(_texts(state.memo, level)[0], "0") for level in cut_bids]
+        if cut_asks:
+            asks += [(_texts(state.memo, level)[0], "0") for level in cut_asks]
         prev = state.last_sequence
         sequence = state.next_sequence(item.ts_ns)
         out.append(
@@ -650,24 +928,61 @@ class KrakenCodec(Codec):
             )
         )
 
+    def _remember(self, state: _Symbol, levels: list[BookLevel], texts: list[Level]) -> list[str]:
+        """Store a message's ``levels`` in the pair's memo with their plain ``texts`` and,
+        once the precision is known, the checksum texts of the first :data:`CHECKSUM_DEPTH`
+        (the best ones of a snapshot; all of most updates), so that :func:`_side_text` finds
+        them; return those checksum texts.
+
+        The memo is emptied first when it has grown past :data:`MEMO_LIMIT` times the depth.
+        """
+        if not levels:
+            return []
+        memo = state.memo
+        if len(memo) > MEMO_LIMIT * self.depth:
+            memo.clear()
+        parts: list[str] = []
+        if state.parts is not None and state.precision is not None:
+            price_parts, qty_parts = state.parts
+            best = texts[:CHECKSUM_DEPTH]
+            try:
+                parts = [price_parts[price] + qty_parts[qty] for price, qty in best]
+            except KeyError:
+                price_spec, qty_spec = state.precision
+                parts = [
+                    _part(price_parts, price, level[0], price_spec)
+                    + _part(qty_parts, qty, level[1], qty_spec)
+                    for (price, qty), level in zip(best, levels, strict=False)
+                ]
+        for level, text, part in zip(levels, texts, parts, strict=False):  # the first ones
+            memo[id(level)] = (level, text, part)
+        if len(parts) < len(levels):
+            for level, text in zip(levels[len(parts) :], texts[len(parts) :], strict=True):
+                memo[id(level)] = (level, text, None)
+        return parts
+
     def _truncate(self, book: OrderBook) -> tuple[list[BookLevel], list[BookLevel]]:
         """Drop the levels beyond the subscribed depth; returns them (bids, asks)."""
         depth = self.depth
-        cut: list[list[BookLevel]] = []
-        for side in (book.bids, book.asks):
-            if len(side) > depth:
-                extra = side.levels()[depth:]
-                side.update((price, Decimal(0)) for price, _ in extra)
-                cut.append(extra)
-            else:
-                cut.append([])
-        return cut[0], cut[1]
+        return _cut(book.bids, depth), _cut(book.asks, depth)
 
-    def _check(self, state: _Symbol, item: _Book, recv_ns: int, out: list[MarketEvent]) -> bool:
+    def _check(
+        self, state: _Symbol, item: _Book | _CheckedBook, recv_ns: int, out: list[MarketEvent]
+    ) -> bool:
         """Verify the book after ``item``; on failure report, resync and return False."""
         book = state.book
         if state.precision is not None and item.checksum is not None:
-            got = _checksum(book, *state.precision, state.checksum_memo)
+            price_spec, qty_spec = state.precision
+            texts = state.side_texts
+            asks = texts[0]
+            if asks is None:
+                top = book.asks.top(CHECKSUM_DEPTH)
+                asks = texts[0] = _side_text(top, price_spec, qty_spec, state.memo)
+            bids = texts[1]
+            if bids is None:
+                top = book.bids.top(CHECKSUM_DEPTH)
+                bids = texts[1] = _side_text(top, price_spec, qty_spec, state.memo)
+            got = zlib.crc32((asks + bids).encode())
             if got != item.checksum:
                 detail = f"checksum {item.checksum} sent, {got} computed at {item.timestamp}"
                 out.append(self._checksum_mismatch(state, detail, recv_ns))
@@ -681,13 +996,41 @@ class KrakenCodec(Codec):
     def _resync(self, state: _Symbol, reason: str, recv_ns: int, out: list[MarketEvent]) -> None:
         """Drop the pair's book and resubscribe its book alone for a fresh snapshot."""
         out.append(self._book_resync(state, f"{reason}; resubscribing", recv_ns))
-        state.book.clear()
+        state.drop_book()
         state.synced = False
         # Kraken requires an unsubscribe to echo the subscribed depth.
         self._request(
             "unsubscribe", {"channel": "book", "symbol": [state.native], "depth": self.depth}
         )
         self._request("subscribe", {**self._book_params(), "symbol": [state.native]})
+
+
+def _cut(side: BookSide[BookLevel], depth: int) -> list[BookLevel]:
+    """Drop the levels of ``side`` beyond ``depth``; returns them."""
+    if len(side) <= depth:
+        return []
+    extra = side.levels()[depth:]
+    side.update((price, Decimal(0)) for price, _ in extra)
+    return extra
+
+
+def _texts(memo: _Memo, level: BookLevel) -> Level:
+    """The plain texts ``(price, qty)`` of a book level: from ``memo``, else written out."""
+    entry = memo.get(id(level))
+    if entry is not None:
+        return entry[1]
+    return (format(level[0], "f"), format(level[1], "f"))
+
+
+def _published(memo: _Memo, levels: list[BookLevel], contract_size: Decimal | None) -> list[Level]:
+    """Book levels as published: their plain texts, sizes times ``contract_size`` if any."""
+    if contract_size is None:
+        try:
+            # As in _checksum: an id in the memo is that of the very level.
+            return [memo[id(level)][1] for level in levels]
+        except KeyError:
+            return [_texts(memo, level) for level in levels]
+    return [(_texts(memo, level)[0], decimal_text(level[1], contract_size)) for level in levels]
 
 
 # ---------------------------------------------------------------------------------------------
