@@ -246,7 +246,8 @@ class _Liquidation(msgspec.Struct, gc=False):
 
 
 class _Book(msgspec.Struct, gc=False):
-    """One ``books`` message. Levels are ``[price, size, "0", orders]``."""
+    """One ``books`` message. Levels are ``[price, size, "0", orders]``; any items past the
+    size are ignored, a level without one is an error."""
 
     asks: list[list[str]]
     bids: list[list[str]]
@@ -269,6 +270,30 @@ class _Book(msgspec.Struct, gc=False):
         self.wire_asks, self.book_asks = parse_text_levels(self.asks)
 
 
+class _StrictBook(_Book, gc=False):
+    """:class:`_Book` whose levels are exactly the four strings OKX sends: decoded straight
+    into tuples, which msgspec builds faster than lists."""
+
+    asks: list[tuple[str, str, str, str]]  # type: ignore[assignment]
+    bids: list[tuple[str, str, str, str]]  # type: ignore[assignment]
+
+
+class _BooksPush(_Envelope, gc=False):
+    """A frame that starts like a ``books`` push, read in one pass with its messages.
+
+    The general path reads the envelope, skipping ``data``, and then ``data`` again. This
+    reading is narrower than that one (strict levels): whatever it refuses is read the
+    general way instead, which gives the exact result, errors and all; whatever it accepts,
+    the general way would accept with the same values.
+    """
+
+    data: list[_StrictBook] | msgspec.UnsetType = msgspec.UNSET
+
+
+_BOOKS_PUSH: Final = '{"arg":{"channel":"books",'
+"""How OKX starts every ``books`` push (compact JSON, ``arg`` first)."""
+
+_books_push_decoder = msgspec.json.Decoder(_BooksPush)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _trades_decoder = msgspec.json.Decoder(list[_Trade])
 _tickers_decoder = msgspec.json.Decoder(list[_Ticker])
@@ -429,6 +454,24 @@ class OkxCodec(Codec):
     # -- frames -------------------------------------------------------------------------------
 
     def _receive(self, data: str | bytes, recv_ns: int) -> list[MarketEvent]:
+        if type(data) is str and data.startswith(_BOOKS_PUSH):
+            # Most frames: book messages, read in one pass instead of two.
+            try:
+                push = _books_push_decoder.decode(data)
+            except Exception:
+                # Anything at all (a bad frame, a level of other length): the general path
+                # below reads the frame again and gives what it always gave. This one must
+                # not answer, as it read the messages before the checks that may drop them.
+                pass
+            else:
+                arg = push.arg
+                if (
+                    push.event is None
+                    and arg is not None
+                    and arg.channel == "books"
+                    and push.data is not msgspec.UNSET
+                ):
+                    return self._on_books(push, push.data, recv_ns)
         if data == "pong" or data == b"pong":
             return []
         env = _envelope_decoder.decode(data)
@@ -572,7 +615,11 @@ class OkxCodec(Codec):
 
     # -- order book ---------------------------------------------------------------------------
 
-    def _on_books(self, env: _Envelope, raw: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
+    def _on_books(
+        self, env: _Envelope, data: msgspec.Raw | list[_StrictBook], recv_ns: int
+    ) -> list[MarketEvent]:
+        """The ``books`` push ``env``; ``data`` is its messages still to decode, or already
+        decoded (:class:`_BooksPush`)."""
         arg = env.arg
         assert arg is not None  # checked by _receive
         state = self._lookup((arg.instId or "").upper(), DataType.L2_ORDERBOOK)
@@ -582,7 +629,8 @@ class OkxCodec(Codec):
         if action not in ("snapshot", "update"):
             return [self._parse_error(f"books: unknown action {action!r}", recv_ns)]
         out: list[MarketEvent] = []
-        for msg in _books_decoder.decode(raw):
+        msgs = _books_decoder.decode(data) if type(data) is msgspec.Raw else data
+        for msg in msgs:
             if action == "snapshot":
                 self._snapshot(state, msg, recv_ns, out)
             elif state.synced:

@@ -81,9 +81,17 @@ def book_checksum(book: OrderBook[Level], depth: int = CHECKSUM_DEPTH) -> int:
 def text_book_checksum(book: OrderBook[TextLevel], depth: int = CHECKSUM_DEPTH) -> int:
     """:func:`book_checksum` of a book that keeps the venue's texts: no number is written
     out, which is most of what the checksum costs otherwise."""
-    bids, asks = book.top(depth)
+    # The codecs check every book message with this, so it is written for speed: the sides'
+    # top() rather than the book's (one call less), the texts unpacked in the comprehension
+    # rather than subscripted, crc32_signed inlined.
+    bids = book.bids.top(depth)
+    asks = book.asks.top(depth)
     # One f-string per pair of levels: fewer, larger parts than checksum_text's.
-    parts = [f"{bid[2]}:{bid[3]}:{ask[2]}:{ask[3]}" for bid, ask in zip(bids, asks, strict=False)]
+    parts = [
+        f"{bp}:{bs}:{ap}:{as_}" for (_, _, bp, bs), (_, _, ap, as_) in zip(bids, asks, strict=False)
+    ]
     both = len(parts)
-    parts += [f"{level[2]}:{level[3]}" for level in bids[both:] or asks[both:]]
-    return crc32_signed(":".join(parts))
+    if len(bids) != len(asks):
+        parts += [f"{price}:{size}" for _, _, price, size in bids[both:] or asks[both:]]
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - 0x1_0000_0000 if crc & 0x8000_0000 else crc

@@ -756,3 +756,47 @@ def test_adapter_is_registered() -> None:
     assert adapters.load("okx") is ADAPTER
     assert ADAPTER.name == "okx"
     assert DataType.LIQUIDATION in ADAPTER.data_types
+
+
+def test_one_pass_book_reading_matches_the_general_one() -> None:
+    """Compact ``books`` pushes (as OKX sends them) are read in one pass with strict levels
+    (:class:`adapters.okx._BooksPush`); the same JSON with spaces takes the general path.
+    Both must give the same events, statuses and errors, whatever the frame holds."""
+    snapshot = [("100", "1"), ("99.5", "2")], [("101", "3"), ("102", "4")]
+    frames = [
+        book_frame("BTC-USDT", "snapshot", *snapshot, seq=1, prev=-1),
+        # Levels of other lengths: the strict reading refuses, the general one accepts.
+        book_frame("BTC-USDT", "update", [("99.5", "5")], seq=2, prev=1).replace(
+            '"0", "1"]', '"0"]'
+        ),
+        book_frame("BTC-USDT", "update", [("99", "1")], seq=3, prev=2).replace(
+            '"0", "1"]', '"0", "1", "x"]'
+        ),
+        book_frame("BTC-USDT", "update", asks=[("101", "0")], seq=4, prev=3),
+        # Bad frames: the same parse_error detail either way.
+        book_frame("BTC-USDT", "update", [("NaN", "1")], seq=5, prev=4),
+        book_frame("BTC-USDT", "update", [("98", "1")], seq=5, prev=4).replace(
+            '["98", "1", "0", "1"]', '["98"]'
+        ),
+        book_frame("BTC-USDT", "update", seq=5, prev=4, ts="soon"),
+        book_frame("BTC-USDT", "partial", seq=5, prev=4),
+        book_frame("BTC-USDT", "update", seq=5, prev=4).replace('"checksum": 0', '"checksum": "0"'),
+        # Not ours: ignored even when its data is bad.
+        book_frame("ETH-USDT", "update", [("NaN", "1")], seq=5, prev=4),
+        # A gap, then a checksum that does not match: statuses and resubscribe requests.
+        book_frame("BTC-USDT", "update", [("98", "1")], seq=9, prev=8),
+        book_frame("BTC-USDT", "snapshot", *snapshot, seq=10, prev=-1, checksum=12345),
+        book_frame("BTC-USDT", "snapshot", *snapshot, seq=11, prev=-1),
+        book_frame("BTC-USDT", "update", [("98", "1")], seq=12, prev=11),
+    ]
+    compact = [json.dumps(json.loads(f), separators=(",", ":")) for f in frames]
+    assert all(f.startswith('{"arg":{"channel":"books",') for f in compact)
+    assert not any(f.startswith('{"arg":{"channel":"books",') for f in frames)
+    general, one_pass = new_codec(subs(["BTC-USDT"])), new_codec(subs(["BTC-USDT"]))
+    for i, (spaced, tight) in enumerate(zip(frames, compact, strict=True)):
+        events = general.receive(spaced, i)
+        assert one_pass.receive(tight, i) == events, tight
+        assert one_pass.actions() == general.actions()
+    assert one_pass.counters == general.counters
+    c = one_pass.counters
+    assert (c.parse_errors, c.book_gaps, c.checksum_failures) == (5, 1, 1)
