@@ -63,6 +63,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
+from memos import forget_memos
 
 import adapters
 from bench import _say, environment
@@ -356,10 +357,15 @@ class Ours:
                 )
             actions = codec.actions()
 
-    def run_pass(self, events: list[Any] | None = None) -> tuple[float, float, int]:
+    def run_pass(
+        self, events: list[Any] | None = None, *, cold: bool = False
+    ) -> tuple[float, float, int]:
         """One pass on fresh codecs: (timed CPU seconds, wall seconds, frames timed).
         ``events``, when given, collects what every frame and snapshot gave (else the events
-        are dropped, as cryptofeed's no-op callbacks drop theirs)."""
+        are dropped, as cryptofeed's no-op callbacks drop theirs); ``cold`` empties the
+        codecs' memos first (:func:`forget_memos`), outside the timer."""
+        if cold:
+            forget_memos()
         codecs = self._make()
         sink: list[Any] = [] if events is None else events
         frames, route, prefix = self.loaded.frames, self.route, self.loaded.prefix
@@ -382,15 +388,15 @@ class Ours:
                     answer(codec, actions, ts, events)
         return time.thread_time() - cpu, time.perf_counter() - wall, len(timed)
 
-    def measure(self, seconds: float, max_passes: int) -> dict[str, Any]:
+    def measure(self, seconds: float, max_passes: int, *, cold: bool = False) -> dict[str, Any]:
         events: list[Any] = []
-        self.run_pass(events)
+        self.run_pass(events, cold=cold)
         produced: Counter[str] = Counter()
         for e in events:
             produced[f"status:{e.kind}" if isinstance(e, VenueStatus) else type(e).__name__] += 1
         cpu, wall, frames, passes = 0.0, 0.0, 0, 0
         while cpu < seconds and passes < max_passes:
-            c, w, n = self.run_pass()
+            c, w, n = self.run_pass(cold=cold)
             cpu, wall, frames, passes = cpu + c, wall + w, frames + n, passes + 1
         return {
             "passes": passes,
@@ -509,9 +515,11 @@ def summarize(
     loaded: Sequence[Loaded],
     peer_runs: list[dict[str, Any]],
     our_runs: list[dict[str, dict[str, Any]]],
+    cold_runs: list[dict[str, dict[str, Any]]],
 ) -> dict[str, Any]:
     """Per capture: medians over the rounds of frames per CPU second (the primary figure)
-    and per wall second, and the ratios ours / cryptofeed of those medians."""
+    and per wall second, and the ratios ours / cryptofeed of those medians; the same per CPU
+    second for ours with cold memos (``cold``)."""
     captures: dict[str, Any] = {}
     for cap in loaded:
         name = cap.spec.name
@@ -537,6 +545,13 @@ def summarize(
             )
             row["cryptofeed" + suffix + "_runs"] = [r[key] for r in cf]
             row["ours" + suffix + "_runs"] = [r[key] for r in ours]
+        cold = _median([run[name]["frames_per_cpu_s"] for run in cold_runs])
+        cf_median = row["cryptofeed_frames_per_cpu_s"]
+        row["ours_cold_frames_per_cpu_s"] = round(cold) if cold else None
+        row["ratio_cold"] = round(cold / cf_median, 2) if cold and cf_median else None
+        row["ours_cold_frames_per_cpu_s_runs"] = [
+            run[name]["frames_per_cpu_s"] for run in cold_runs
+        ]
         cf_cpu, our_cpu = row["cryptofeed_frames_per_cpu_s"], row["ours_frames_per_cpu_s"]
         row["cryptofeed_us_per_frame"] = round(1e6 / cf_cpu, 2) if cf_cpu else None
         row["ours_us_per_frame"] = round(1e6 / our_cpu, 2) if our_cpu else None
@@ -544,15 +559,16 @@ def summarize(
         row["ours_events_per_pass"] = ours[0]["events_per_pass"]
         row["cryptofeed_errors_per_pass"] = cf[0]["check_pass_errors"]
         captures[name] = row
-    ratios = [row["ratio"] for row in captures.values() if row["ratio"]]
-    summary = {
-        "target_ratio": TARGET,
-        "geomean_ratio": round(math.exp(statistics.fmean(map(math.log, ratios))), 2)
-        if ratios
-        else None,
-        "min_ratio": min(ratios) if ratios else None,
-        "below_target": [name for name, row in captures.items() if (row["ratio"] or 0) < TARGET],
-    }
+    summary: dict[str, Any] = {"target_ratio": TARGET}
+    for key, suffix in (("ratio", ""), ("ratio_cold", "_cold")):
+        ratios = [row[key] for row in captures.values() if row[key]]
+        summary["geomean_ratio" + suffix] = (
+            round(math.exp(statistics.fmean(map(math.log, ratios))), 2) if ratios else None
+        )
+        summary["min_ratio" + suffix] = min(ratios) if ratios else None
+        summary["below_target" + suffix] = [
+            name for name, row in captures.items() if (row[key] or 0) < TARGET
+        ]
     return {"captures": captures, "summary": summary}
 
 
@@ -566,6 +582,7 @@ def table(figures: dict[str, Any]) -> str:
     head = (
         f"{'capture':<16} {'frames':>6} {'timed':>5}  {'cryptofeed f/s':>14} {'ours f/s':>10}"
         f"  {'ours/cf':>7}  {'cf µs/f':>7} {'ours µs/f':>9}  {'wall ours/cf':>12}"
+        f"  {'cold f/s':>10} {'cold/cf':>7}"
     )
     lines = [head, "-" * len(head)]
     for name, row in figures["captures"].items():
@@ -576,13 +593,20 @@ def table(figures: dict[str, Any]) -> str:
             f"{_cell(row['ratio'], '{:.2f}x'):>7}  "
             f"{_cell(row['cryptofeed_us_per_frame'], '{:.1f}'):>7} "
             f"{_cell(row['ours_us_per_frame'], '{:.1f}'):>9}  "
-            f"{_cell(row['ratio_wall'], '{:.2f}x'):>12}"
+            f"{_cell(row['ratio_wall'], '{:.2f}x'):>12}  "
+            f"{_cell(row['ours_cold_frames_per_cpu_s'], '{:,.0f}'):>10} "
+            f"{_cell(row['ratio_cold'], '{:.2f}x'):>7}"
         )
     s = figures["summary"]
     lines.append("-" * len(head))
     lines.append(
         f"ours/cf (CPU time): geometric mean {s['geomean_ratio']}x, lowest {s['min_ratio']}x; "
         f"target >= {s['target_ratio']:g}x; below: {', '.join(s['below_target']) or 'none'}"
+    )
+    lines.append(
+        f"cold memos (every pass starts with the codecs' number memos empty): geometric mean "
+        f"{s['geomean_ratio_cold']}x, lowest {s['min_ratio_cold']}x; "
+        f"below: {', '.join(s['below_target_cold']) or 'none'}"
     )
     return "\n".join(lines)
 
@@ -661,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     peer_runs: list[dict[str, Any]] = []
     our_runs: list[dict[str, dict[str, Any]]] = []
+    cold_runs: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="relay-peer-") as tmp:
         work = Path(tmp) / "work.json"
         work.write_bytes(msgspec.json.encode(work_file(loaded, args.seconds, MAX_PASSES)))
@@ -671,6 +696,13 @@ def main(argv: list[str] | None = None) -> int:
                 _say(f"peer: round {n}/{args.rounds}: ours")
                 our_runs.append(
                     {name: o.measure(args.seconds, MAX_PASSES) for name, o in ours.items()}
+                )
+                _say(f"peer: round {n}/{args.rounds}: ours, cold memos")
+                cold_runs.append(
+                    {
+                        name: o.measure(args.seconds, MAX_PASSES, cold=True)
+                        for name, o in ours.items()
+                    }
                 )
         except RuntimeError as exc:
             _say(f"peer: {exc}")
@@ -688,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "seconds_per_capture": args.seconds,
         },
-        **summarize(loaded, peer_runs, our_runs),
+        **summarize(loaded, peer_runs, our_runs, cold_runs),
     }
     print(
         f"cryptofeed {figures['peer']['cryptofeed']} on Python {'.'.join(map(str, version))} vs "

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 
 import adapters
-from bench.feed import VENUES, build, build_stream
-from relay.codec import Endpoints, FetchSnapshot, Subscription
+from bench.feed import VENUES, Built, build, build_stream
+from relay.codec import Codec, Endpoints, FetchSnapshot, Subscription
 from relay.events import DataType, VenueStatus
 from relay.wire import msg_id
 
@@ -37,8 +37,9 @@ def _frames(data: bytearray, ends: list[int]) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("name", list(VENUES))
-def test_passes_chain_and_ids_are_new(name: str) -> None:
+def feed_codecs(name: str) -> tuple[list[Codec], Built]:
+    """The codecs of the feed's venue ``name``, subscribed as the bench's relay is, and what
+    :func:`bench.feed.build` makes of it (playbacks by URL path, REST bodies)."""
     venue = VENUES[name]
     adapter = adapters.load(venue.adapter)
     subs = [
@@ -48,7 +49,12 @@ def test_passes_chain_and_ids_are_new(name: str) -> None:
         for types in [{DataType(t) for t in data_types}]
     ]
     codecs = adapter.make_codecs(name, subs, Endpoints(BASE + venue.ws_path, REST))
-    playbacks, bodies = build([name])
+    return codecs, build([name])
+
+
+@pytest.mark.parametrize("name", list(VENUES))
+def test_passes_chain_and_ids_are_new(name: str) -> None:
+    codecs, (playbacks, bodies) = feed_codecs(name)
     by_path = {urlsplit(codec.url).path: codec for codec in codecs}
     assert set(by_path) == set(playbacks), "every connection has a stream, and no other"
 
