@@ -517,7 +517,7 @@ class Publisher:
         while reports:
             kind, payload = reports.popleft()
             if kind == "acks":
-                self._on_acks(payload)
+                self._on_acks(*payload)
             elif kind == "unsent":
                 self._on_unsent(payload)
             elif kind == "invalid":
@@ -557,10 +557,10 @@ class Publisher:
         self._deadlines = deque((max(d, limit), s, k) for d, s, k in self._deadlines)
         self._wake.set()
 
-    def _on_acks(self, acks: list[_Ack]) -> None:
-        """Settle messages from a chunk of PubAcks and no-responder replies."""
+    def _on_acks(self, read_ns: int, acks: list[_Ack]) -> None:
+        """Settle messages from a chunk of PubAcks and no-responder replies, read by the
+        thread at ``read_ns`` (epoch nanoseconds)."""
         out = self._outstanding
-        now_ns = time.time_ns()
         stored: dict[str, int] = {}
         dups: dict[str, int] = {}
         latencies: list[float] = []
@@ -587,7 +587,7 @@ class Publisher:
                     dups[m.subject] = dups.get(m.subject, 0) + 1
                 else:
                     stored[m.subject] = stored.get(m.subject, 0) + 1
-                latencies.append((now_ns - m.recv_ns) / 1e9)
+                latencies.append((read_ns - m.recv_ns) / 1e9)
                 continue
             out[key] = e
             # A failure only counts for the attempt in flight: a late failure of an earlier
@@ -899,7 +899,9 @@ class Publisher:
     def _aio_hand_over_acks(self) -> None:
         acks, self._aio_acks = self._aio_acks, []
         if acks:
-            self._report("acks", acks)
+            # Stamped here, when they have been read: the latency histogram is of the PubAck's
+            # arrival, not of when the trio side, busy with frames, gets round to the report.
+            self._report("acks", (time.time_ns(), acks))
 
     async def _aio_disconnected(self) -> None:
         self._report("connected", False)
