@@ -48,6 +48,20 @@ def is_plain_decimal(text: str) -> bool:
     return _PLAIN_DECIMAL.fullmatch(text) is not None
 
 
+# The checks on the codecs' hot paths (check_num(), check_non_negative() and the decimal
+# caches of relay.book) first try a cheaper test, inlined because a call would cost about as
+# much as it saves:
+#
+#     head, dot, tail = text.partition(".")
+#     text.isascii() and head.isdigit() and (tail.isdigit() or not dot)
+#
+# ASCII digits, at most one dot, and digits on both sides of it: the shape of nearly every
+# venue number ("60123.4", "0.00100000", "5"), accepted at under half the cost of a regex
+# match. It accepts a subset of what the regexes accept, and what it refuses is left to the
+# regex, so the decision is the regex's. isdigit() alone would take non-ASCII digits ("²",
+# "٣"), hence isascii() (constant time); an empty side of the dot ("1.", ".5") fails isdigit().
+
+
 CHECKED_LIMIT: Final = 1 << 13
 """Texts each of :func:`check_num` and :func:`check_non_negative` remembers as checked
 before it starts over empty."""
@@ -62,7 +76,17 @@ def check_num(text: str) -> str:
     """Return ``text`` if it is a decimal number in plain notation, else raise
     ``ValueError``. For values that can be negative: funding rates, mark and index prices."""
     if text not in _checked_nums:
-        if _PLAIN_DECIMAL.fullmatch(text) is None:
+        # The cheap test (see after is_plain_decimal()), with an optional "-" (funding rates
+        # are often negative); what it refuses is left to the regex.
+        head, dot, tail = text.partition(".")
+        if (
+            not (
+                text.isascii()
+                and (head.isdigit() or (head[:1] == "-" and head[1:].isdigit()))
+                and (tail.isdigit() or not dot)
+            )
+            and _PLAIN_DECIMAL.fullmatch(text) is None
+        ):
             raise ValueError(f"not a plain decimal number: {text[:40]!r}")
         if len(_checked_nums) >= CHECKED_LIMIT:
             _checked_nums.clear()
@@ -78,7 +102,10 @@ def check_non_negative(text: str) -> str:
     """:func:`check_num` for what cannot be negative: sizes, open interest, and the prices
     of trades, quotes and liquidations. ``-0`` is refused too (no venue writes it)."""
     if text not in _checked_non_negative:
-        if _NON_NEGATIVE_DECIMAL.fullmatch(text) is None:
+        head, dot, tail = text.partition(".")  # the cheap test, see after is_plain_decimal()
+        if not (text.isascii() and head.isdigit() and (tail.isdigit() or not dot)) and (
+            _NON_NEGATIVE_DECIMAL.fullmatch(text) is None
+        ):
             raise ValueError(f"not a non-negative plain decimal number: {text[:40]!r}")
         if len(_checked_non_negative) >= CHECKED_LIMIT:
             _checked_non_negative.clear()

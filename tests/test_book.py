@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from decimal import Decimal, localcontext
+from typing import Any, TypeVar
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from relay import book
+from relay import book, events
 from relay.book import BookSide, OrderBook, levels_valid, parse_levels, parse_text_levels
-from relay.events import Level
+from relay.events import Level, check_non_negative, check_num
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def lv(price: str, size: str) -> Level:
@@ -260,3 +265,108 @@ def test_a_large_delta_gives_the_book_level_by_level_updates_give(ask: bool) -> 
         incremental.update([level])
     assert strs(bulk.levels()) == strs(incremental.levels())
     assert bulk.best() == incremental.best() and len(bulk) == len(incremental)
+
+
+# Texts for the cheap plain-notation test the number checks try before their regex: the
+# characters Decimal() or str.isdigit() take that the regexes do not (non-ASCII digits, signs,
+# spaces, underscores, dots at either end, long exponents, NaN and Infinity), arbitrary text,
+# and numbers around MAX_MAGNITUDE digits on either side of the dot.
+_NUMBER_CHARS = "0123456789.-+eE _\t\n²٣０𝟙½ⅷNaInfinity"
+_digits = st.text("0123456789", max_size=110)
+_texts = st.one_of(
+    st.text(_NUMBER_CHARS, max_size=12),
+    st.text(max_size=8),
+    st.builds(
+        lambda sign, head, dot, tail, exponent: sign + head + dot + tail + exponent,
+        st.sampled_from(["", "", "-", "+", "--", " "]),
+        _digits,
+        st.sampled_from(["", ".", ".", ".."]),
+        _digits,
+        st.sampled_from(["", "", "e5", "E-8", "E+12", "e123", "E", "_1", "²"]),
+    ),
+)
+
+
+def _outcome(call: Callable[[T], object], arg: T) -> tuple[str, object]:
+    """What ``call(arg)`` gives: ``("ok", result)``, or its exception's type and message."""
+    try:
+        result = call(arg)
+    except Exception as exc:  # the type and message are what is compared
+        return type(exc).__name__, str(exc)
+    return "ok", result
+
+
+def _exact(outcome: tuple[str, object]) -> tuple[str, object]:
+    """An outcome with each Decimal of its levels as ``as_tuple()``: an equal value of
+    another spelling (``1.0`` for ``1``) must not pass for the same parse."""
+    kind, levels = outcome
+    if kind != "ok":
+        return outcome
+    assert isinstance(levels, list)
+    return kind, [tuple(x.as_tuple() for x in level) for level in levels]
+
+
+def _parse_text_levels_checked(levels: list[tuple[str, str]]) -> list[Level]:
+    """:func:`parse_text_levels`' decimals, once its texts are checked to be the input's."""
+    texts, parsed = parse_text_levels([list(level) for level in levels])
+    assert texts == levels
+    assert [(price, size) for _, _, price, size in parsed] == levels
+    return [(p, s) for p, s, _, _ in parsed]
+
+
+_EDGES = [
+    "", "-", ".", "0", "-0", "+0", "1.", ".5", "-.5", "1..2", "1.2.3", "²", "٣", "1²", "０",
+    " 1", "1 ", "1_000", "1e5", "1E+99", "1e100", "-1E-8", "NaN", "-Infinity", "sNaN",
+    "1" + "0" * 99, "1" + "0" * 100, "1" + "0" * 101, "0." + "0" * 98 + "1",
+    "0." + "0" * 99 + "1", "0." + "0" * 100 + "1", "-" + "9" * 99, "0" * 120,
+]  # fmt: skip
+"""Texts each side of every rule: always tried, whatever Hypothesis draws."""
+
+
+def _with_edges(*rest: str) -> Callable[[F], F]:
+    """Hypothesis ``@example`` of each of :data:`_EDGES` (followed by ``rest``)."""
+
+    def decorate(test: F) -> F:
+        for edge in _EDGES:
+            test = example(edge, *rest)(test)
+        return test
+
+    return decorate
+
+
+@settings(max_examples=2000, deadline=None)
+@_with_edges()
+@given(_texts)
+def test_number_checks_decide_as_their_regexes_on_any_text(text: str) -> None:
+    # From empty caches each check takes its miss path, the one with the cheap test; the
+    # second call is served from the cache and must agree.
+    for check, regex, message in [
+        (check_num, events._PLAIN_DECIMAL, "not a plain decimal number"),
+        (
+            check_non_negative,
+            events._NON_NEGATIVE_DECIMAL,
+            "not a non-negative plain decimal number",
+        ),
+    ]:
+        events._checked_nums.clear()
+        events._checked_non_negative.clear()
+        want = ("ok", text)
+        if regex.fullmatch(text) is None:
+            want = ("ValueError", f"{message}: {text[:40]!r}")
+        assert _outcome(check, text) == want
+        assert _outcome(check, text) == want
+
+
+@settings(max_examples=2000, deadline=None)
+@_with_edges("1")
+@given(_texts, st.sampled_from(["1", "0.5", "-0", "-1", "1E+2", "NaN", ".5"]))
+def test_parsing_a_missed_number_gives_what_the_uncached_parse_does(text: str, other: str) -> None:
+    # The same levels, digit for digit, or the same exception and message, whether the text
+    # is a price or a size, from empty caches (the miss path) and from the caches it filled.
+    for levels in ([(text, other)], [(other, text)], [("1", "1"), (text, text)]):
+        want = _exact(_outcome(book._parse_uncached, levels))
+        for parse in (parse_levels, _parse_text_levels_checked):
+            book._prices.clear()
+            book._sizes.clear()
+            assert _exact(_outcome(parse, levels)) == want
+            assert _exact(_outcome(parse, levels)) == want
