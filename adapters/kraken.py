@@ -176,38 +176,30 @@ class _Book(msgspec.Struct, gc=False):
     ts_ns: int = msgspec.field(default=0, name="__ts")
 
     def __post_init__(self) -> None:
-        self.bid_levels, self.bid_texts = _read_levels(self.bids)
-        self.ask_levels, self.ask_texts = _read_levels(self.asks)
+        self._read_sides()
         if self.checksum is not None and not 0 <= self.checksum <= 0xFFFF_FFFF:
             raise ValueError("checksum is not an unsigned 32-bit integer")
         self.ts_ns = rfc3339_fraction_ns(self.timestamp)
 
+    def _read_sides(self) -> None:
+        """Fill the levels and their texts from ``bids`` and ``asks``; ``ValueError`` if bad."""
+        self.bid_levels, self.bid_texts = _read_levels(self.bids)
+        self.ask_levels, self.ask_texts = _read_levels(self.asks)
 
-class _CheckedBook(msgspec.Struct, gc=False):
+
+class _CheckedBook(_Book, gc=False):
     """A ``book`` item decoded by msgspec's own types and checked level by level."""
 
-    symbol: str
-    timestamp: str
-    bids: list[_Level] = []
-    asks: list[_Level] = []
-    checksum: int | None = None
-    # Filled after decoding, as in _Book.
-    bid_levels: list[BookLevel] = msgspec.field(default_factory=list, name="__bids")
-    bid_texts: list[Level] = msgspec.field(default_factory=list, name="__bid_texts")
-    ask_levels: list[BookLevel] = msgspec.field(default_factory=list, name="__asks")
-    ask_texts: list[Level] = msgspec.field(default_factory=list, name="__ask_texts")
-    ts_ns: int = msgspec.field(default=0, name="__ts")
+    bids: list[_Level] = []  # type: ignore[assignment]
+    asks: list[_Level] = []  # type: ignore[assignment]
 
-    def __post_init__(self) -> None:
+    def _read_sides(self) -> None:
         book_bids = [(lv.price, lv.qty) for lv in self.bids]
         book_asks = [(lv.price, lv.qty) for lv in self.asks]
         if not (levels_valid(book_bids) and levels_valid(book_asks)):
             raise ValueError("a level has a non-finite price or a non-finite or negative qty")
         check_levels_magnitude(book_bids)
         check_levels_magnitude(book_asks)
-        if self.checksum is not None and not 0 <= self.checksum <= 0xFFFF_FFFF:
-            raise ValueError("checksum is not an unsigned 32-bit integer")
-        self.ts_ns = rfc3339_fraction_ns(self.timestamp)
         self.bid_levels = book_bids
         self.bid_texts = [(format(p, "f"), format(q, "f")) for p, q in book_bids]
         self.ask_levels = book_asks
@@ -810,7 +802,7 @@ class KrakenCodec(Codec):
     def _on_book(self, kind: str | None, payload: msgspec.Raw, recv_ns: int) -> list[MarketEvent]:
         if kind not in ("snapshot", "update"):
             return [self._parse_error(f"book: unknown type {kind!r}", recv_ns)]
-        items: list[_Book] | list[_CheckedBook]
+        items: Sequence[_Book]
         try:
             items = _book_decoder.decode(payload)
         except (msgspec.ValidationError, ArithmeticError):
@@ -819,9 +811,7 @@ class KrakenCodec(Codec):
             items = _checked_book_decoder.decode(payload)
         return self._book_items(kind, items, recv_ns)
 
-    def _book_items(
-        self, kind: str, items: list[_Book] | list[_CheckedBook], recv_ns: int
-    ) -> list[MarketEvent]:
+    def _book_items(self, kind: str, items: Sequence[_Book], recv_ns: int) -> list[MarketEvent]:
         """The events of a book frame's decoded items; ``kind`` is its ``type``."""
         out: list[MarketEvent] = []
         for item in items:
@@ -836,9 +826,7 @@ class KrakenCodec(Codec):
                 self.counters.stale_deltas_dropped += 1  # before its snapshot: unusable
         return out
 
-    def _snapshot(
-        self, state: _Symbol, item: _Book | _CheckedBook, recv_ns: int, out: list[MarketEvent]
-    ) -> None:
+    def _snapshot(self, state: _Symbol, item: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
         book = state.book
         bid_levels, bids = item.bid_levels, item.bid_texts
         ask_levels, asks = item.ask_levels, item.ask_texts
@@ -887,9 +875,7 @@ class KrakenCodec(Codec):
             detail = f"snapshot applied, checksum {item.checksum} verified"
         out.append(self._symbol_status(state, "book_synced", detail, recv_ns))
 
-    def _update(
-        self, state: _Symbol, item: _Book | _CheckedBook, recv_ns: int, out: list[MarketEvent]
-    ) -> None:
+    def _update(self, state: _Symbol, item: _Book, recv_ns: int, out: list[MarketEvent]) -> None:
         book = state.book
         bid_levels, bids = item.bid_levels, item.bid_texts
         ask_levels, asks = item.ask_levels, item.ask_texts
@@ -966,9 +952,7 @@ class KrakenCodec(Codec):
         depth = self.depth
         return _cut(book.bids, depth), _cut(book.asks, depth)
 
-    def _check(
-        self, state: _Symbol, item: _Book | _CheckedBook, recv_ns: int, out: list[MarketEvent]
-    ) -> bool:
+    def _check(self, state: _Symbol, item: _Book, recv_ns: int, out: list[MarketEvent]) -> bool:
         """Verify the book after ``item``; on failure report, resync and return False."""
         book = state.book
         if state.precision is not None and item.checksum is not None:

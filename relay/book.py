@@ -294,25 +294,20 @@ class BookSide(Generic[L]):
     def _update_bulk(self, levels: list[L]) -> None:
         """:meth:`update` for a delta of many levels: the sorted keys are rebuilt once
         instead of one insertion each (each a memmove of the key list: quadratic)."""
-        book = self._levels
-        for level in levels:
-            price = level[0]
-            size = level[1]
-            key = price
-            if self._ask:
-                key = _negated.get(price)
-                if key is None:
-                    key = _ask_key(price)
-            if size:
-                book[key] = level
-            else:
-                book.pop(key, None)
-        self._keys[:] = sorted(book)
+        self._store(self._levels, levels)
+        self._keys[:] = sorted(self._levels)
 
     def replace(self, levels: Iterable[L]) -> None:
         """Replace the whole side (snapshot); zero sizes are skipped, a repeated price keeps
         its last level."""
         book: dict[Decimal, L] = {}
+        self._store(book, levels)
+        self._levels = book
+        self._keys = sorted(book)
+
+    def _store(self, book: dict[Decimal, L], levels: Iterable[L]) -> None:
+        """Put ``levels`` in ``book`` by sort key in order, a zero size removing its price;
+        the keys list is the caller's to rebuild."""
         ask = self._ask
         negated = _negated
         for level in levels:
@@ -332,8 +327,6 @@ class BookSide(Generic[L]):
                 book[key] = level
             else:
                 book.pop(key, None)
-        self._levels = book
-        self._keys = sorted(book)
 
     def clear(self) -> None:
         self._levels = {}
